@@ -1,0 +1,1 @@
+"""wallet-ledger edges: persistence, bsv-sdk, broadcasters, CLI."""

@@ -1,0 +1,171 @@
+"""Persistence configuration: database URLs -> sealed ``eventsourcing`` settings, and the
+recorders that run the inline projection inside the event store's own append transaction.
+
+This is one of the two modules that know ``eventsourcing``'s persistence layer (the other is
+``ledger.application``). Supported URLs: ``sqlite:///path``, ``memory://`` (a private temporary
+SQLite file, deleted on close) and ``postgresql://user[:password]@host[:port]/dbname``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+from ledger.errors import StorageError
+
+MAX_URL_CHARS = 2_000
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class InlineHook(Protocol):
+    """Projects a just-inserted batch of events using the append transaction's cursor."""
+
+    def __call__(self, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
+                 stored: Sequence[StoredEvent]) -> None: ...
+
+
+class InlineSQLiteRecorder(SQLiteApplicationRecorder):
+    """SQLite recorder whose append transaction also writes the inline projection."""
+
+    inline_hook: InlineHook | None = None
+
+    def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        if self.inline_hook is not None and ids:
+            self.inline_hook(c, ids, kwargs.get("ledger_events"), stored_events)
+        return ids
+
+
+class InlinePostgresRecorder(PostgresApplicationRecorder):
+    """PostgreSQL recorder whose append transaction also writes the inline projection.
+
+    ``insert_events`` is re-stated so that a failure in the projection propagates through the
+    transaction block and rolls the events back too (the base class swallows exceptions inside
+    the block and re-raises them after the commit).
+    """
+
+    inline_hook: InlineHook | None = None
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            ids: Sequence[int] = [row["notification_id"] for row in curs.fetchall()]
+            assert len(ids) == len(stored_events), (len(ids), len(stored_events))
+            if self.inline_hook is not None:
+                self.inline_hook(curs, ids, kwargs.get("ledger_events"), stored_events)
+        return ids
+
+
+@dataclass
+class StorageConfig:
+    """A parsed database URL: the ``eventsourcing`` settings and the SQLAlchemy URL for reads."""
+
+    kind: str
+    env: dict[str, str]
+    sqlalchemy_url: str
+    display: str
+    cleanup_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dialect(self) -> str:
+        return "postgresql" if self.kind == "postgresql" else "sqlite"
+
+    def cleanup(self) -> None:
+        """Remove a ``memory://`` ledger's private files."""
+        if self.cleanup_dir:
+            shutil.rmtree(self.cleanup_dir, ignore_errors=True)
+            self.cleanup_dir = None
+
+
+_BASE_ENV = {
+    "CREATE_TABLE": "y",
+    "SQLITE_LOCK_TIMEOUT": "30",
+}
+
+
+def parse_url(url: str) -> StorageConfig:
+    """Validate a database URL; :class:`StorageError` says what a good one looks like."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS:
+        raise StorageError("a database URL is required, e.g. sqlite:///wallet.db")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        return _sqlite(url)
+    if scheme == "memory":
+        return _memory()
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return _postgres(url)
+    raise StorageError(
+        f"unsupported database URL {url[:80]!r}: use sqlite:///PATH, memory:// or "
+        "postgresql://USER@HOST:PORT/DBNAME")
+
+
+def _sqlite_env(path: str) -> dict[str, str]:
+    return {**_BASE_ENV, "PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path,
+            "APPLICATION_RECORDER_TOPIC": "adapters.persistence:InlineSQLiteRecorder"}
+
+
+def _sqlite(url: str) -> StorageConfig:
+    path = unquote(url[len("sqlite:///"):]) if url.lower().startswith("sqlite:///") else ""
+    if not path or "?" in path or "\x00" in path:
+        raise StorageError(f"a SQLite URL names a file: sqlite:///PATH, got {url[:80]!r}")
+    file = Path(path)
+    if file.is_dir():
+        raise StorageError(f"{path} is a directory; name a database file inside it")
+    if not file.parent.exists():
+        raise StorageError(f"directory {file.parent} does not exist; create it first")
+    return StorageConfig("sqlite", _sqlite_env(str(file)), f"sqlite:///{file}", f"sqlite:///{file}")
+
+
+def _memory() -> StorageConfig:
+    tmp = tempfile.mkdtemp(prefix="wallet-ledger-")
+    path = str(Path(tmp) / "ledger.db")
+    return StorageConfig("memory", _sqlite_env(path), f"sqlite:///{path}", "memory://",
+                         cleanup_dir=tmp)
+
+
+def _postgres(url: str) -> StorageConfig:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 5432
+    except ValueError as err:
+        raise StorageError(f"malformed PostgreSQL URL: {err}") from None
+    dbname = parts.path.lstrip("/")
+    if not parts.hostname or not dbname or "/" in dbname:
+        raise StorageError(
+            f"a PostgreSQL URL is postgresql://USER@HOST:PORT/DBNAME, got {url[:80]!r}")
+    user = unquote(parts.username or "postgres")
+    password = unquote(parts.password or "")
+    query = parse_qs(parts.query)
+    schema = query.get("schema", [""])[0]
+    if schema and not _IDENTIFIER.match(schema):
+        raise StorageError(f"schema must be a plain SQL identifier, got {schema[:70]!r}")
+    env = {**_BASE_ENV, "PERSISTENCE_MODULE": "eventsourcing.postgres",
+           "POSTGRES_DBNAME": dbname, "POSTGRES_HOST": parts.hostname,
+           "POSTGRES_PORT": str(port), "POSTGRES_USER": user, "POSTGRES_PASSWORD": password,
+           "POSTGRES_CONNECT_TIMEOUT": "5", "POSTGRES_POOL_SIZE": "4",
+           "POSTGRES_LOCK_TIMEOUT": "30",
+           "APPLICATION_RECORDER_TOPIC": "adapters.persistence:InlinePostgresRecorder"}
+    if schema:
+        env["POSTGRES_SCHEMA"] = schema
+    auth = user + (f":{parts.password}" if parts.password else "")
+    sa_url = f"postgresql+psycopg://{auth}@{parts.hostname}:{port}/{dbname}"
+    if schema:
+        sa_url += f"?options=-csearch_path%3D{schema}"
+    return StorageConfig("postgresql", env, sa_url,
+                         f"postgresql://{user}@{parts.hostname}:{port}/{dbname}",
+                         extra={"schema": schema or "public"})

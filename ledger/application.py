@@ -1,0 +1,682 @@
+"""The application service: command handlers orchestrating aggregates, one atomic save each.
+
+Guarantees:
+- every command either saves all of its events in one event-store transaction or none;
+- optimistic-concurrency collisions are retried (``MAX_COMMAND_ATTEMPTS``) from a fresh read,
+  then surface as :class:`~ledger.errors.ConcurrencyConflict`;
+- configuration comes only from what the caller passes: the host's environment is ignored.
+
+Inputs reaching this layer are already validated value types (see :mod:`ledger.facade`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import RecordConflictError
+from eventsourcing.utils import Environment
+
+from ledger.action import ActionAggregate
+from ledger.chain import (
+    DEFAULT_MAX_REORG_DEPTH_BLOCKS,
+    BlockProofsAggregate,
+    ChainAggregate,
+)
+from ledger.errors import (
+    BroadcastFailed,
+    ConcurrencyConflict,
+    InvalidInput,
+    InvalidProof,
+    InvalidTransaction,
+    OutputAlreadyReserved,
+    OutputNotSpendable,
+    PreconditionFailed,
+    UnknownAction,
+    UnknownTransaction,
+)
+from ledger.idempotency import IdempotencyRecord, payload_digest
+from ledger.identity import (
+    action_id,
+    block_proofs_id,
+    chain_id,
+    idempotency_id,
+    reservation_id,
+    transaction_id,
+)
+from ledger.reservation import ReservationAggregate
+from ledger.rules import ProviderStatus, broadcast_outcome, proof_state
+from ledger.status import NEVER_BROADCAST_STATES, ProcessingStatus
+from ledger.transaction import TransactionAggregate
+from ledger.values import InternalizeOutput, NewOutput, Outpoint, ProviderResult
+
+S = ProcessingStatus
+A = TypeVar("A")
+R = TypeVar("R")
+
+MAX_COMMAND_ATTEMPTS = 8
+RETRY_BASE_DELAY_S = 0.002
+RETRY_MAX_DELAY_S = 0.1
+SEQUENCE_FINAL = 0xFFFF_FFFF
+LOCKTIME_HEIGHT_LIMIT = 500_000_000
+
+
+# --- ports ----------------------------------------------------------------------------------
+
+class ParsedInput(Protocol):
+    source_txid: str
+    source_vout: int
+    sequence: int
+
+
+class ParsedOutput(Protocol):
+    satoshis: int
+    locking_script: bytes
+
+
+class ParsedTx(Protocol):
+    txid: str
+    raw: bytes
+    locktime: int
+
+    @property
+    def inputs(self) -> Sequence[ParsedInput]: ...
+    @property
+    def outputs(self) -> Sequence[ParsedOutput]: ...
+    @property
+    def is_coinbase(self) -> bool: ...
+
+
+class ParsedProof(Protocol):
+    block_height: int
+    txid: str
+    merkle_root: str
+    leaf_offset: int
+    bump: bytes
+
+
+class ParsedBeef(Protocol):
+    @property
+    def subject(self) -> ParsedTx: ...
+    @property
+    def proofs(self) -> Mapping[str, ParsedProof]: ...
+
+
+class Codec(Protocol):
+    """Strict parsing of wire formats (implemented over bsv-sdk in ``adapters``)."""
+
+    def parse_raw_tx(self, raw: bytes) -> ParsedTx: ...
+    def parse_bump(self, bump: bytes, txid: str) -> ParsedProof: ...
+    def parse_beef(self, beef: bytes) -> ParsedBeef: ...
+
+
+class ReadModel(Protocol):
+    """What command handlers read from the projections."""
+
+    def output_for_spend(self, user: str, txid: str, vout: int) -> tuple[str, int] | None:
+        """(category, satoshis) of a user's output, None if the user has no such output."""
+
+    def active_header(self, height: int) -> dict[str, Any] | None:
+        """The active-chain header at ``height`` (hash, merkle_root, height), if known."""
+
+
+class Broadcaster(Protocol):
+    """Anything with a name that can hand a transaction to the network."""
+
+    name: str
+
+    def broadcast(self, beef: bytes, txid: str) -> ProviderResult: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Ledger behaviour the caller chooses at open time."""
+
+    max_reorg_depth_blocks: int = DEFAULT_MAX_REORG_DEPTH_BLOCKS
+
+
+@dataclass(frozen=True)
+class ChainChange:
+    """What ``apply_headers`` did."""
+
+    connected: list[dict[str, Any]]
+    disconnected: list[dict[str, Any]]
+    affected_txids: list[str]
+
+
+class LedgerApplication(Application[UUID]):
+    """Command side of the ledger over an ``eventsourcing`` event store."""
+
+    name = "WalletLedger"
+    snapshotting_intervals = {ChainAggregate: 100}
+
+    def __init__(self, env: Mapping[str, str], *, codec: Codec, read_model: ReadModel,
+                 settings: Settings | None = None) -> None:
+        self.codec = codec
+        self.read_model = read_model
+        self.settings = settings or Settings()
+        super().__init__(env=dict(env))
+
+    def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
+        """Sealed: only the class defaults and what the ledger passed. ``os.environ`` is ignored."""
+        merged = dict(type(self).env)
+        if type(self).snapshotting_intervals:
+            merged["IS_SNAPSHOTTING_ENABLED"] = "y"
+        merged.update(env or {})
+        return Environment(name, merged)
+
+    def _record(self, processing_event: Any) -> Any:
+        processing_event.saved_kwargs["ledger_events"] = list(processing_event.events)
+        return super()._record(processing_event)
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _load(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        try:
+            agg: Any = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(agg, kind), (type(agg), kind)
+        return agg
+
+    def _tx(self, txid: str) -> TransactionAggregate:
+        tx = self._load(transaction_id(txid), TransactionAggregate)
+        if tx is None:
+            raise UnknownTransaction(txid)
+        return tx
+
+    def _action(self, user: str, reference: str) -> ActionAggregate:
+        action = self._load(action_id(user, reference), ActionAggregate)
+        if action is None:
+            raise UnknownAction(user, reference)
+        return action
+
+    def retrying(self, command: Callable[[], R]) -> R:
+        """Run ``command`` (which reads, decides and saves) until it saves without collision."""
+        for attempt in range(MAX_COMMAND_ATTEMPTS):
+            try:
+                return command()
+            except RecordConflictError:
+                delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** attempt)
+                time.sleep(random.uniform(0, delay))
+        raise ConcurrencyConflict(
+            f"gave up after {MAX_COMMAND_ATTEMPTS} attempts: other writers kept changing the "
+            "same transaction, action or outputs; the command is safe to retry")
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def create_action(self, *, user: str, reference: str, description: str,
+                      outputs: list[NewOutput], inputs: list[Outpoint], labels: list[str],
+                      is_outgoing: bool, idempotency_key: str | None) -> None:
+        payload: dict[str, Any] = {"user": user, "reference": reference, "description": description,
+                   "outputs": [_declared(o) for o in outputs],
+                   "inputs": [str(i) for i in inputs], "labels": labels,
+                   "is_outgoing": is_outgoing}
+        digest = payload_digest("create_action", payload)
+
+        def command() -> None:
+            if idempotency_key is not None:
+                used = self._load(idempotency_id(idempotency_key), IdempotencyRecord)
+                if used is not None:
+                    used.check_repeat(command="create_action", digest=digest)
+                    return
+            if self._load(action_id(user, reference), ActionAggregate) is not None:
+                raise PreconditionFailed(
+                    f"action {reference!r} of user {user!r} already exists; "
+                    "use a new reference (or an idempotency key to make retries safe)")
+            action = ActionAggregate.create(
+                user=user, reference=reference, description=description,
+                is_outgoing=is_outgoing, outputs=payload["outputs"], labels=labels,
+                idempotency_key=idempotency_key)
+            locks = self._reserve(user, reference, inputs)
+            action.reserve([{"outpoint": str(op), "satoshis": sats} for op, sats in locks[1]])
+            record = None
+            if idempotency_key is not None:
+                record = IdempotencyRecord.record(
+                    key=idempotency_key, command="create_action", digest=digest,
+                    result={"user": user, "reference": reference})
+            self.save(action, *locks[0], record)
+
+        self.retrying(command)
+
+    def _reserve(self, user: str, reference: str, inputs: list[Outpoint]
+                 ) -> tuple[list[ReservationAggregate], list[tuple[Outpoint, int]]]:
+        if len(set(inputs)) != len(inputs):
+            raise InvalidInput("the same input is listed twice")
+        locks: list[ReservationAggregate] = []
+        spent: list[tuple[Outpoint, int]] = []
+        for op in inputs:
+            satoshis = self._check_spendable(user, op)
+            lock = self._load(reservation_id(op.txid, op.vout), ReservationAggregate)
+            if lock is None:
+                lock = ReservationAggregate.take_new(txid=op.txid, vout=op.vout, user=user,
+                                                     reference=reference)
+            else:
+                lock.take(user=user, reference=reference)
+            locks.append(lock)
+            spent.append((op, satoshis))
+        return locks, spent
+
+    def _check_spendable(self, user: str, op: Outpoint) -> int:
+        found = self.read_model.output_for_spend(user, op.txid, op.vout)
+        if found is None:
+            raise OutputNotSpendable(f"output {op} is not an output of user {user!r}")
+        category, satoshis = found
+        if category in ("reserved", "spent"):
+            raise OutputAlreadyReserved(f"output {op} is already {category} by another action")
+        if category != "spendable":
+            raise OutputNotSpendable(f"output {op} of user {user!r} is {category}, not spendable")
+        return satoshis
+
+    def sign_action(self, *, user: str, reference: str, raw_tx: bytes, nosend: bool) -> str:
+        parsed = self.codec.parse_raw_tx(raw_tx)
+
+        def command() -> str:
+            action = self._action(user, reference)
+            if action.txid == parsed.txid:
+                return parsed.txid
+            _check_signable(action, parsed)
+            existing = self._load(transaction_id(parsed.txid), TransactionAggregate)
+            if existing is not None:
+                raise PreconditionFailed(
+                    f"transaction {parsed.txid} is already stored for another action")
+            tx = TransactionAggregate.create(
+                txid=parsed.txid, raw_tx=parsed.raw, state=self._initial_state(parsed, nosend),
+                is_coinbase=parsed.is_coinbase,
+                inputs=[f"{i.source_txid}:{i.source_vout}" for i in parsed.inputs],
+                output_count=len(parsed.outputs), origin=(user, reference))
+            action.sign(txid=parsed.txid, nosend=nosend)
+            self.save(tx, action)
+            return parsed.txid
+
+        return self.retrying(command)
+
+    def _initial_state(self, parsed: ParsedTx, nosend: bool) -> ProcessingStatus:
+        if nosend:
+            return S.NOSEND
+        if parsed.locktime and any(i.sequence != SEQUENCE_FINAL for i in parsed.inputs):
+            if parsed.locktime >= LOCKTIME_HEIGHT_LIMIT:
+                return S.NONFINAL if parsed.locktime > time.time() else S.QUEUED
+            tip = self.chain_tip()
+            if tip is None or parsed.locktime > int(tip["height"]):
+                return S.NONFINAL
+        return S.QUEUED
+
+    def abort_action(self, *, user: str, reference: str, reason: str) -> None:
+        def command() -> None:
+            action = self._action(user, reference)
+            if action.aborted:
+                return
+            tx = self._load(transaction_id(action.txid), TransactionAggregate) \
+                if action.txid else None
+            if not action.is_outgoing:
+                raise PreconditionFailed(
+                    f"action {reference!r} internalized a received transaction; "
+                    "only self-created actions can be aborted")
+            if tx is not None:
+                if tx.state not in NEVER_BROADCAST_STATES:
+                    raise PreconditionFailed(
+                        f"action {reference!r} cannot be aborted: its transaction {tx.txid} is "
+                        f"{tx.state} (abort is possible only before the first broadcast)")
+                tx.request_transition(S.INVALID, reason="aborted", details={"why": reason})
+            released = action.abort(reason)
+            locks = self._locks(released)
+            for lock in locks:
+                lock.release("aborted")
+            self.save(tx, action, *locks)
+
+        self.retrying(command)
+
+    def _locks(self, outpoints: Sequence[str]) -> list[ReservationAggregate]:
+        locks = []
+        for text in outpoints:
+            op = Outpoint.parse(text)
+            lock = self._load(reservation_id(op.txid, op.vout), ReservationAggregate)
+            assert lock is not None, f"held outpoint {text} has no lock stream"
+            locks.append(lock)
+        return locks
+
+    # --- processing --------------------------------------------------------------------------
+
+    def _spender_effects(self, tx: TransactionAggregate, before: ProcessingStatus) -> list[Any]:
+        """Invalid spender: release its inputs. Double-spent spender: quarantine them."""
+        if tx.state == before or tx.origin_user is None or tx.origin_reference is None:
+            return []
+        if tx.state not in (S.INVALID, S.DOUBLE_SPEND):
+            return []
+        action = self._action(tx.origin_user, tx.origin_reference)
+        held = sorted(action.held)
+        if not held:
+            return []
+        locks = self._locks(held)
+        if tx.state == S.INVALID:
+            action.release(held, reason=f"spender {tx.txid} invalid")
+            for lock in locks:
+                lock.release(f"spender {tx.txid} invalid")
+        else:
+            action.quarantine(reason=f"spender {tx.txid} lost a double-spend race")
+            for lock in locks:
+                lock.quarantine(f"spender {tx.txid} double-spent")
+        return [action, *locks]
+
+    def transition(self, *, txid: str, to: ProcessingStatus, reason: str,
+                   expected_from: ProcessingStatus | None, actor: str | None,
+                   details: dict[str, Any]) -> None:
+        def command() -> None:
+            tx = self._tx(txid)
+            before = tx.state
+            rejection = tx.request_transition(to, reason=reason, expected_from=expected_from,
+                                              actor=actor, details=details)
+            self.save(tx, *self._spender_effects(tx, before))
+            if rejection is not None:
+                raise rejection
+
+        self.retrying(command)
+
+    def record_broadcast(self, *, txid: str, results: list[ProviderResult]) -> None:
+        outcome = broadcast_outcome([r.status for r in results])
+        dumped = [r.model_dump(mode="json") for r in results]
+
+        def command() -> None:
+            tx = self._tx(txid)
+            before = tx.state
+            tx.record_broadcast(dumped, outcome)
+            self.save(tx, *self._spender_effects(tx, before))
+
+        self.retrying(command)
+
+    def raw_tx(self, txid: str) -> bytes:
+        return bytes.fromhex(self._tx(txid).raw_tx)
+
+    def confirm_unspent(self, *, outpoints: list[Outpoint], reason: str,
+                        actor: str | None) -> None:
+        def command() -> None:
+            changed: list[Any] = []
+            for op in outpoints:
+                lock = self._load(reservation_id(op.txid, op.vout), ReservationAggregate)
+                if lock is None or not lock.quarantined or lock.holder is None:
+                    raise PreconditionFailed(
+                        f"output {op} is not quarantined; confirm_unspent releases only inputs "
+                        "held after a double spend")
+                action = self._action(*lock.holder)
+                action.release([str(op)], reason=reason, actor=actor)
+                lock.release(reason)
+                changed += [action, lock]
+            self.save(*changed)
+
+        self.retrying(command)
+
+    def note(self, *, txid: str, what: str, details: dict[str, Any]) -> None:
+        def command() -> None:
+            tx = self._tx(txid)
+            tx.note(what, details)
+            self.save(tx)
+
+        self.retrying(command)
+
+    # --- proofs and chain --------------------------------------------------------------------
+
+    def chain_tip(self) -> dict[str, Any] | None:
+        chain = self._load(chain_id(), ChainAggregate)
+        return chain.tip if chain is not None else None
+
+    def _validated_proof(self, txid: str, merkle_path: bytes,
+                         tx: TransactionAggregate | None) -> tuple[ParsedProof, dict[str, Any],
+                                                                   ProcessingStatus]:
+        proof = self.codec.parse_bump(merkle_path, txid)
+        header = self.read_model.active_header(proof.block_height)
+        tip = self.chain_tip()
+        if header is None or tip is None:
+            raise InvalidProof(
+                f"no active header at height {proof.block_height}: apply the headers "
+                "up to that block first (apply_headers)")
+        if proof.block_height > int(tip["height"]):
+            raise InvalidProof(
+                f"proof height {proof.block_height} is above the chain tip {tip['height']}")
+        if header["merkle_root"] != proof.merkle_root:
+            raise InvalidProof(
+                f"the proof's merkle root {proof.merkle_root} is not the root of the active "
+                f"block {header['hash']} at height {proof.block_height}")
+        if tx is not None and tx.is_coinbase and proof.leaf_offset != 0:
+            raise InvalidProof(f"coinbase {txid} must be at offset 0, proof says "
+                               f"{proof.leaf_offset}")
+        return proof, header, proof_state(proof.block_height, int(tip["height"]))
+
+    def _anchor(self, header: dict[str, Any], txid: str) -> BlockProofsAggregate:
+        block = self._load(block_proofs_id(header["hash"]), BlockProofsAggregate)
+        if block is None:
+            block = BlockProofsAggregate.open(block_hash=header["hash"],
+                                              height=int(header["height"]))
+        if block.orphaned:
+            raise RecordConflictError(f"block {header['hash']} was orphaned meanwhile")
+        block.anchor(txid)
+        return block
+
+    def record_proof(self, *, txid: str, merkle_path: bytes) -> None:
+        def command() -> None:
+            tx = self._tx(txid)
+            proof, header, target = self._validated_proof(txid, merkle_path, tx)
+            rejection = tx.record_proof(
+                height=proof.block_height, block_hash=header["hash"],
+                merkle_root=proof.merkle_root, leaf_offset=proof.leaf_offset, bump=proof.bump,
+                target=target)
+            if rejection is not None:
+                self.save(tx)
+                raise rejection
+            self.save(tx, self._anchor(header, txid))
+
+        self.retrying(command)
+
+    def apply_headers(self, headers: list[dict[str, Any]]) -> ChainChange:
+        def command() -> ChainChange:
+            chain = self._load(chain_id(), ChainAggregate) or ChainAggregate.start()
+            plan = chain.plan(headers, max_reorg_depth_blocks=self.settings.max_reorg_depth_blocks)
+            if not plan.connect and not plan.disconnect:
+                return ChainChange([], [], [])
+            old_tip = chain.tip
+            chain.execute(plan)
+            changed = _Changed(self)
+            affected = self._disconnect(plan.disconnect, changed)
+            for header in plan.connect:
+                block = changed.block(header, create=False)
+                if block is not None:
+                    block.reconnect()
+            new_tip = chain.tip
+            assert new_tip is not None
+            if old_tip is not None and not plan.disconnect:
+                affected += self._promote(old_tip, int(new_tip["height"]), changed)
+            self.save(chain, *changed.aggregates())
+            return ChainChange(list(plan.connect), list(plan.disconnect),
+                               list(dict.fromkeys(affected)))
+
+        return self.retrying(command)
+
+    def _disconnect(self, blocks: Sequence[dict[str, Any]], changed: _Changed) -> list[str]:
+        affected = []
+        for header in blocks:
+            block = changed.block(header, create=True)
+            assert block is not None
+            block.orphan()
+            for txid in block.txids:
+                tx = changed.tx(txid)
+                if tx.invalidate_proof(block_hash=header["hash"], reason="reorg"):
+                    affected.append(txid)
+        return affected
+
+    def _promote(self, old_tip: dict[str, Any], tip_height: int, changed: _Changed) -> list[str]:
+        block = changed.block(old_tip, create=True)
+        assert block is not None
+        block.bury(tip_height)
+        return [txid for txid in block.txids if changed.tx(txid).promote(tip_height=tip_height)]
+
+    # --- third-party receipts ----------------------------------------------------------------
+
+    def internalize_action(self, *, user: str, beef: bytes, outputs: list[InternalizeOutput],
+                           description: str, labels: list[str], reference: str | None,
+                           broadcasters: Sequence[Broadcaster]) -> tuple[str, str]:
+        parsed = self.codec.parse_beef(beef)
+        subject = parsed.subject
+        reference = reference or subject.txid
+        taken = _internalized_outputs(subject, outputs)
+        proof_bytes = parsed.proofs[subject.txid].bump if subject.txid in parsed.proofs else None
+        known = self._load(transaction_id(subject.txid), TransactionAggregate)
+        results: list[ProviderResult] = []
+        if known is None and proof_bytes is None:
+            results = broadcast_sequentially(broadcasters, beef, subject.txid)
+            if not any(r.status in (ProviderStatus.SUCCESS, ProviderStatus.SEEN) for r in results):
+                raise BroadcastFailed(_broadcast_failure(subject.txid, results))
+
+        def command() -> None:
+            tx = self._load(transaction_id(subject.txid), TransactionAggregate)
+            saved: list[Any] = []
+            if tx is None:
+                tx = TransactionAggregate.create(
+                    txid=subject.txid, raw_tx=subject.raw, state=S.SENT,
+                    is_coinbase=subject.is_coinbase,
+                    inputs=[f"{i.source_txid}:{i.source_vout}" for i in subject.inputs],
+                    output_count=len(subject.outputs))
+                if proof_bytes is not None:
+                    saved += self._proof_for_new(tx, proof_bytes)
+                elif results:
+                    tx.record_broadcast([r.model_dump(mode="json") for r in results],
+                                        broadcast_outcome([r.status for r in results]))
+            action = self._load(action_id(user, reference), ActionAggregate)
+            if action is None:
+                action = ActionAggregate.create(
+                    user=user, reference=reference, description=description, is_outgoing=False,
+                    outputs=[], labels=labels)
+            elif action.txid not in (None, subject.txid):
+                raise PreconditionFailed(
+                    f"action {reference!r} of user {user!r} belongs to {action.txid}")
+            action.internalize(txid=subject.txid, outputs=taken)
+            action.add_labels(labels)
+            self.save(tx, action, *saved)
+
+        self.retrying(command)
+        return subject.txid, reference
+
+    def _proof_for_new(self, tx: TransactionAggregate, bump: bytes) -> list[Any]:
+        proof, header, target = self._validated_proof(tx.txid, bump, tx)
+        rejection = tx.record_proof(
+            height=proof.block_height, block_hash=header["hash"], merkle_root=proof.merkle_root,
+            leaf_offset=proof.leaf_offset, bump=proof.bump, target=target)
+        assert rejection is None, "sent -> unconfirmed/confirmed is always legal"
+        return [self._anchor(header, tx.txid)]
+
+
+class _Changed:
+    """Aggregates loaded once per command, saved together."""
+
+    def __init__(self, app: LedgerApplication) -> None:
+        self._app = app
+        self._txs: dict[str, TransactionAggregate] = {}
+        self._blocks: dict[str, BlockProofsAggregate] = {}
+
+    def tx(self, txid: str) -> TransactionAggregate:
+        if txid not in self._txs:
+            self._txs[txid] = self._app._tx(txid)
+        return self._txs[txid]
+
+    def block(self, header: dict[str, Any], *, create: bool) -> BlockProofsAggregate | None:
+        block_hash = header["hash"]
+        if block_hash not in self._blocks:
+            block = self._app._load(block_proofs_id(block_hash), BlockProofsAggregate)
+            if block is None and create:
+                block = BlockProofsAggregate.open(block_hash=block_hash,
+                                                  height=int(header["height"]))
+            if block is None:
+                return None
+            self._blocks[block_hash] = block
+        return self._blocks[block_hash]
+
+    def aggregates(self) -> list[Any]:
+        return [*self._blocks.values(), *self._txs.values()]
+
+
+def _declared(output: NewOutput) -> dict[str, Any]:
+    data = output.model_dump(mode="python")
+    data["locking_script"] = output.locking_script.hex()
+    return data
+
+
+def _check_signable(action: ActionAggregate, parsed: ParsedTx) -> None:
+    ref = action.reference
+    if action.aborted:
+        raise PreconditionFailed(f"action {ref!r} was aborted; create a new action")
+    if action.txid is not None:
+        raise PreconditionFailed(f"action {ref!r} is already signed as {action.txid}")
+    if not action.is_outgoing:
+        raise PreconditionFailed(f"action {ref!r} internalized a received transaction")
+    if len(parsed.outputs) != len(action.outputs):
+        raise InvalidTransaction(
+            f"the transaction has {len(parsed.outputs)} outputs; the draft of {ref!r} declares "
+            f"{len(action.outputs)}")
+    for declared in action.outputs:
+        vout = int(declared["vout"])
+        if vout >= len(parsed.outputs):
+            raise InvalidTransaction(f"the draft declares vout {vout}; the transaction lacks it")
+        got = parsed.outputs[vout]
+        if got.satoshis != declared["satoshis"] or got.locking_script.hex() != \
+                declared["locking_script"]:
+            raise InvalidTransaction(
+                f"output {vout} pays {got.satoshis} sat to script {got.locking_script.hex()[:20]}"
+                f"..., the draft declares {declared['satoshis']} sat to "
+                f"{declared['locking_script'][:20]}...")
+    spends = {f"{i.source_txid}:{i.source_vout}" for i in parsed.inputs}
+    missing = sorted(action.held - spends)
+    if missing:
+        raise InvalidTransaction(f"the transaction does not spend reserved input {missing[0]}")
+
+
+def _internalized_outputs(subject: ParsedTx, outputs: list[InternalizeOutput]
+                          ) -> list[dict[str, Any]]:
+    if not outputs:
+        raise InvalidInput("internalize_action needs at least one output to take")
+    taken = []
+    for out in outputs:
+        if out.vout >= len(subject.outputs):
+            raise InvalidInput(f"transaction {subject.txid} has no output {out.vout}")
+        tx_out = subject.outputs[out.vout]
+        taken.append({"vout": out.vout, "satoshis": tx_out.satoshis,
+                      "locking_script": tx_out.locking_script.hex(), "basket": out.basket,
+                      "tags": list(out.tags), "custom_instructions": out.custom_instructions})
+    if len({o["vout"] for o in taken}) != len(taken):
+        raise InvalidInput("the same output is listed twice")
+    return taken
+
+
+MAX_BROADCASTERS = 16
+
+
+def broadcast_sequentially(broadcasters: Sequence[Broadcaster], beef: bytes,
+                           txid: str) -> list[ProviderResult]:
+    """Try providers one after another; stop at the first acceptance. Exceptions count as
+    ``service_error`` results."""
+    if not broadcasters:
+        raise BroadcastFailed(f"transaction {txid} has no proof and no broadcaster was given")
+    if len(broadcasters) > MAX_BROADCASTERS:
+        raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
+    results: list[ProviderResult] = []
+    for broadcaster in broadcasters:
+        name = str(getattr(broadcaster, "name", type(broadcaster).__name__))[:100] or "unnamed"
+        try:
+            result = broadcaster.broadcast(beef, txid)
+            if not isinstance(result, ProviderResult):
+                raise TypeError(f"returned {type(result).__name__}, not ProviderResult")
+        except Exception as err:  # a provider failure is data, not a crash
+            result = ProviderResult(provider=name, status=ProviderStatus.SERVICE_ERROR,
+                                    details={"error": f"{type(err).__name__}: {err}"[:300]})
+        results.append(result)
+        if result.status in (ProviderStatus.SUCCESS, ProviderStatus.SEEN):
+            break
+    return results
+
+
+def _broadcast_failure(txid: str, results: list[ProviderResult]) -> str:
+    said = ", ".join(f"{r.provider}: {r.status}" for r in results)
+    return f"no broadcaster accepted {txid} ({said}); nothing was stored"

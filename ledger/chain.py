@@ -1,0 +1,239 @@
+"""The header chain (single stream) and per-block proof anchors.
+
+Guarantees: the active chain is always a linked sequence of headers; ``apply_headers`` either
+extends the tip, or disconnects the blocks above a known fork point (at most
+``max_reorg_depth_blocks``) and connects the new ones, or raises
+:class:`~ledger.errors.ChainDiscontinuity` having changed nothing. Facts are never deleted: a
+disconnected block is a ``BlockDisconnected`` event.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as BaseSnapshot
+
+from ledger.errors import ChainDiscontinuity, InvalidInput
+from ledger.identity import block_proofs_id, chain_id
+
+DEFAULT_MAX_REORG_DEPTH_BLOCKS = 1000
+WINDOW_BLOCKS = 2048
+"""Active headers the chain stream keeps in its state: enough to find any allowed fork point."""
+MAX_HEADERS_PER_CALL = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPlan:
+    """What applying a batch of headers would do: blocks to disconnect (tip first), to connect."""
+
+    disconnect: tuple[dict[str, Any], ...]
+    connect: tuple[dict[str, Any], ...]
+
+
+class ChainAggregate(Aggregate):
+    """The active chain's most recent headers and its tip."""
+
+    TOPIC = "ledger.chain"
+
+    class Event(Aggregate.Event):
+        TOPIC = "ledger.chain.Event"
+
+    class Snapshot(BaseSnapshot):
+        TOPIC = "ledger.chain.Snapshot"
+
+    class ChainStarted(Event, Aggregate.Created):
+        TOPIC = "ledger.chain.ChainStarted"
+
+    class BlockConnected(Event):
+        TOPIC = "ledger.chain.BlockConnected"
+        height: int
+        hash: str
+        prev_hash: str
+        merkle_root: str
+
+        def apply(self, agg: ChainAggregate) -> None:
+            header = {"height": self.height, "hash": self.hash, "prev_hash": self.prev_hash,
+                      "merkle_root": self.merkle_root}
+            assert not agg.active or agg.active[-1]["hash"] == self.prev_hash
+            agg.active.append(header)
+            del agg.active[:-WINDOW_BLOCKS]
+
+    class BlockDisconnected(Event):
+        TOPIC = "ledger.chain.BlockDisconnected"
+        height: int
+        hash: str
+        prev_hash: str
+        merkle_root: str
+
+        def apply(self, agg: ChainAggregate) -> None:
+            assert agg.active and agg.active[-1]["hash"] == self.hash
+            agg.active.pop()
+
+    def __init__(self) -> None:
+        self.active: list[dict[str, Any]] = []
+
+    @classmethod
+    def start(cls) -> ChainAggregate:
+        """The empty chain stream."""
+        return cls._create(cls.ChainStarted, id=chain_id())
+
+    @property
+    def tip(self) -> dict[str, Any] | None:
+        return self.active[-1] if self.active else None
+
+    def _index_of(self, height: int) -> int | None:
+        if not self.active:
+            return None
+        i = height - int(self.active[0]["height"])
+        return i if 0 <= i < len(self.active) else None
+
+    def header_at(self, height: int) -> dict[str, Any] | None:
+        """The active header at ``height`` if it is inside the kept window."""
+        i = self._index_of(height)
+        return self.active[i] if i is not None else None
+
+    def plan(self, headers: Sequence[dict[str, Any]], *, max_reorg_depth_blocks: int) -> ChainPlan:
+        """Decide what ``headers`` do to the chain, changing nothing."""
+        _check_linked(headers)
+        new = _skip_known(self, list(headers))
+        if not new:
+            return ChainPlan((), ())
+        tip = self.tip
+        first = new[0]
+        if tip is None:
+            return ChainPlan((), tuple(new))
+        if first["prev_hash"] == tip["hash"] and first["height"] == tip["height"] + 1:
+            return ChainPlan((), tuple(new))
+        fork = self.header_at(first["height"] - 1)
+        if fork is None or fork["hash"] != first["prev_hash"]:
+            raise ChainDiscontinuity(
+                f"header {first['hash']} at height {first['height']} connects to "
+                f"{first['prev_hash']}, which is not on the active chain (tip {tip['height']}); "
+                "send headers starting at a known block")
+        depth = int(tip["height"]) - int(fork["height"])
+        if depth > max_reorg_depth_blocks:
+            raise ChainDiscontinuity(
+                f"a reorg of {depth} blocks exceeds the limit of {max_reorg_depth_blocks}; "
+                "raise max_reorg_depth_blocks deliberately or investigate the header source")
+        if int(new[-1]["height"]) <= int(tip["height"]):
+            raise ChainDiscontinuity(
+                f"the fork ends at height {new[-1]['height']}, not above the tip at "
+                f"{tip['height']}; a reorg needs a longer chain")
+        start = self._index_of(int(fork["height"]) + 1)
+        assert start is not None
+        return ChainPlan(tuple(reversed(self.active[start:])), tuple(new))
+
+    def execute(self, plan: ChainPlan) -> None:
+        """Emit the events of a plan made by :meth:`plan` on this same version."""
+        for header in plan.disconnect:
+            self.trigger_event(self.BlockDisconnected, **_fields(header))
+        for header in plan.connect:
+            self.trigger_event(self.BlockConnected, **_fields(header))
+
+
+def _fields(header: dict[str, Any]) -> dict[str, Any]:
+    return {k: header[k] for k in ("height", "hash", "prev_hash", "merkle_root")}
+
+
+def _check_linked(headers: Sequence[dict[str, Any]]) -> None:
+    if len(headers) > MAX_HEADERS_PER_CALL:
+        raise InvalidInput(f"at most {MAX_HEADERS_PER_CALL} headers per call, got {len(headers)}")
+    for prev, cur in itertools.pairwise(headers):
+        if cur["prev_hash"] != prev["hash"] or cur["height"] != prev["height"] + 1:
+            raise ChainDiscontinuity(
+                f"headers are not a linked sequence: {cur['hash']} at {cur['height']} does not "
+                f"follow {prev['hash']} at {prev['height']}")
+
+
+def _skip_known(chain: ChainAggregate, headers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop the leading headers the active chain already has (re-sent headers are harmless)."""
+    while headers:
+        known = chain.header_at(int(headers[0]["height"]))
+        if known is None or known["hash"] != headers[0]["hash"]:
+            break
+        headers.pop(0)
+    return headers
+
+
+class BlockProofsAggregate(Aggregate):
+    """Transactions whose proof is anchored in one block.
+
+    Anchoring a proof and burying or orphaning the block write to the same stream, so a proof
+    validated against a chain that changed meanwhile collides and is re-validated.
+    """
+
+    TOPIC = "ledger.block"
+
+    class Event(Aggregate.Event):
+        TOPIC = "ledger.block.Event"
+        block_hash: str
+
+
+    class BlockOpened(Event, Aggregate.Created):
+        TOPIC = "ledger.block.BlockOpened"
+        block_hash: str
+        height: int
+
+    class ProofAnchored(Event):
+        TOPIC = "ledger.block.ProofAnchored"
+        txid: str
+
+        def apply(self, agg: BlockProofsAggregate) -> None:
+            if self.txid not in agg.txids:
+                agg.txids.append(self.txid)
+
+    class BlockBuried(Event):
+        TOPIC = "ledger.block.BlockBuried"
+        tip_height: int
+
+        def apply(self, agg: BlockProofsAggregate) -> None:
+            agg.buried = True
+
+    class BlockOrphaned(Event):
+        TOPIC = "ledger.block.BlockOrphaned"
+
+        def apply(self, agg: BlockProofsAggregate) -> None:
+            agg.orphaned = True
+
+    class BlockReconnected(Event):
+        TOPIC = "ledger.block.BlockReconnected"
+
+        def apply(self, agg: BlockProofsAggregate) -> None:
+            agg.orphaned = False
+            agg.buried = False
+
+    def __init__(self, block_hash: str, height: int) -> None:
+        self.block_hash = block_hash
+        self.height = height
+        self.txids: list[str] = []
+        self.buried = False
+        self.orphaned = False
+
+    @classmethod
+    def open(cls, *, block_hash: str, height: int) -> BlockProofsAggregate:
+        """The anchor stream of a block, created on first use."""
+        return cls._create(cls.BlockOpened, id=block_proofs_id(block_hash),
+                           block_hash=block_hash, height=height)
+
+    def _emit(self, event_class: type[Aggregate.Event], **kwargs: Any) -> None:
+        self.trigger_event(event_class, block_hash=self.block_hash, **kwargs)
+
+    def anchor(self, txid: str) -> None:
+        if txid not in self.txids:
+            self._emit(self.ProofAnchored, txid=txid)
+
+    def bury(self, tip_height: int) -> None:
+        if not self.buried:
+            self._emit(self.BlockBuried, tip_height=tip_height)
+
+    def orphan(self) -> None:
+        if not self.orphaned:
+            self._emit(self.BlockOrphaned)
+
+    def reconnect(self) -> None:
+        if self.orphaned:
+            self._emit(self.BlockReconnected)

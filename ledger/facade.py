@@ -1,0 +1,473 @@
+"""``Ledger``: the public facade (SPEC §6). It validates every input, runs one command or query,
+and answers with frozen views. It is the composition root: the only place that wires the write
+model, the projections and the adapters together.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from eventsourcing.persistence import PersistenceError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from adapters.eventlog import BsvCodec, SqlReadModel, StoreLog
+from adapters.persistence import InlineHook, StorageConfig, parse_url
+from ledger.application import (
+    MAX_BROADCASTERS,
+    Broadcaster,
+    LedgerApplication,
+    Settings,
+    broadcast_sequentially,
+)
+from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS
+from ledger.errors import (
+    InvalidInput,
+    LedgerError,
+    StorageError,
+    UnknownAction,
+    UnknownTransaction,
+)
+from ledger.status import ACTION_STATUSES, ProcessingStatus, parse_status
+from ledger.values import (
+    MAX_DETAILS_BYTES,
+    MAX_INPUTS,
+    MAX_OUTPUTS,
+    BlockHeader,
+    InternalizeOutput,
+    NewOutput,
+    Outpoint,
+    ProviderResult,
+    check_name,
+    check_names,
+    check_text,
+    check_txid,
+    coerce,
+)
+from ledger.views import (
+    ActionView,
+    AuditEntry,
+    Balance,
+    ChainUpdate,
+    DriftReport,
+    Explanation,
+    OutputView,
+    Page,
+    RebuildReport,
+    TransactionView,
+)
+from projections import queries, replay
+from projections.db import Database, make_engine
+from projections.inline import InlineProjection
+from projections.tables import ensure_tables, set_mode
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_URL = "sqlite:///wallet-ledger.db"
+MAX_RAW_TX_BYTES = 10_000_000
+MAX_PAGE_LIMIT = queries.MAX_PAGE_ITEMS
+PROJECTION_MODES = ("inline", "catchup")
+
+
+def _storage_errors(fn: Callable[P, T]) -> Callable[P, T]:
+    """Database failures become :class:`StorageError`; ledger errors pass through."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except LedgerError:
+            raise
+        except (PersistenceError, DBAPIError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StorageError(f"database error: {first[:300]}") from err
+    return wrapper
+
+
+def _bytes(what: str, value: Any, max_bytes: int = MAX_RAW_TX_BYTES) -> bytes:
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, bytes):
+        raise InvalidInput(f"{what} must be bytes, got {type(value).__name__}")
+    if not value:
+        raise InvalidInput(f"{what} is empty")
+    if len(value) > max_bytes:
+        raise InvalidInput(f"{what} is {len(value)} bytes; at most {max_bytes}")
+    return value
+
+
+def _page(limit: Any, offset: Any) -> tuple[int, int]:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE_LIMIT}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidInput("offset must be a whole number >= 0")
+    return limit, offset
+
+
+def _details(details: Any) -> dict[str, Any]:
+    import json
+    if details is None:
+        return {}
+    if not isinstance(details, dict):
+        raise InvalidInput("details must be a dict of JSON values")
+    try:
+        text = json.dumps(details, sort_keys=True)
+    except (TypeError, ValueError) as err:
+        raise InvalidInput(f"details must be JSON-serialisable: {err}") from None
+    if len(text.encode()) > MAX_DETAILS_BYTES:
+        raise InvalidInput(f"details are {len(text)} bytes as JSON; at most {MAX_DETAILS_BYTES}")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _mode(mode: str) -> str:
+    if mode not in PROJECTION_MODES:
+        raise InvalidInput(f"projections must be one of {', '.join(PROJECTION_MODES)}")
+    return mode
+
+
+class LedgerView:
+    """Read-only queries over one set of projection tables (the live ones, or an as-of replay)."""
+
+    def __init__(self, engine: Engine, *, position: int | None = None) -> None:
+        self._engine = engine
+        self.position = position
+
+    def get_transaction(self, txid: str) -> TransactionView:
+        txid = check_txid(txid)
+        with self._engine.connect() as conn:
+            view = queries.get_transaction(conn, txid)
+        if view is None:
+            raise UnknownTransaction(txid)
+        return view
+
+    def list_outputs(self, user: str, *, basket: str | None = "default",
+                     tags: Sequence[str] = (), tag_mode: str = "any",
+                     spendable: bool | None = True, include_locking_scripts: bool = False,
+                     limit: int = 100, offset: int = 0) -> Page[OutputView]:
+        user = check_name("user", user)
+        basket = None if basket is None else check_name("basket", basket)
+        wanted = check_names("tags", list(tags))
+        if tag_mode not in ("any", "all"):
+            raise InvalidInput("tag_mode must be 'any' or 'all'")
+        if spendable not in (True, False, None):
+            raise InvalidInput("spendable must be True, False or None")
+        limit, offset = _page(limit, offset)
+        with self._engine.connect() as conn:
+            return queries.list_outputs(conn, user, basket=basket, tags=wanted,
+                                        tag_mode=tag_mode, spendable=spendable,
+                                        include_locking_scripts=bool(include_locking_scripts),
+                                        limit=limit, offset=offset)
+
+    def list_actions(self, user: str, *, labels: Sequence[str] = (), label_mode: str = "any",
+                     statuses: Sequence[str] = (), limit: int = 100,
+                     offset: int = 0) -> Page[ActionView]:
+        user = check_name("user", user)
+        wanted = check_names("labels", list(labels))
+        if label_mode not in ("any", "all"):
+            raise InvalidInput("label_mode must be 'any' or 'all'")
+        bad = [s for s in statuses if s not in ACTION_STATUSES]
+        if bad:
+            raise InvalidInput(f"unknown action status {bad[0]!r}; valid: "
+                               f"{', '.join(sorted(ACTION_STATUSES))}")
+        limit, offset = _page(limit, offset)
+        with self._engine.connect() as conn:
+            return queries.list_actions(conn, user, labels=wanted, label_mode=label_mode,
+                                        statuses=list(statuses), limit=limit, offset=offset)
+
+    def get_action(self, user: str, reference: str) -> ActionView:
+        user, reference = check_name("user", user), check_name("reference", reference)
+        with self._engine.connect() as conn:
+            view = queries.get_action(conn, user, reference)
+        if view is None:
+            raise UnknownAction(user, reference)
+        return view
+
+    def balance(self, user: str, *, basket: str | None = None) -> Balance:
+        user = check_name("user", user)
+        basket = None if basket is None else check_name("basket", basket)
+        with self._engine.connect() as conn:
+            return queries.balance(conn, user, basket=basket)
+
+    def history(self, txid: str) -> list[AuditEntry]:
+        txid = check_txid(txid)
+        with self._engine.connect() as conn:
+            entries = queries.history(conn, txid)
+            if not entries and queries.get_transaction(conn, txid) is None:
+                raise UnknownTransaction(txid)
+        return entries
+
+    def explain_output(self, user: str, outpoint: Outpoint | str) -> Explanation:
+        user = check_name("user", user)
+        op = Outpoint.parse(outpoint) if isinstance(outpoint, str) else \
+            coerce(Outpoint, outpoint, "outpoint")
+        with self._engine.connect() as conn:
+            found = queries.explain_output(conn, user, op.txid, op.vout)
+        if found is None:
+            raise InvalidInput(f"user {user!r} has no output {op}")
+        return found
+
+    def audit_tail(self, *, limit: int = 20, event: str | None = None) -> list[AuditEntry]:
+        limit, _ = _page(limit, 0)
+        with self._engine.connect() as conn:
+            return queries.audit_tail(conn, limit=limit, event=event)
+
+    def chain_tip(self) -> BlockHeader | None:
+        with self._engine.connect() as conn:
+            tip = queries.chain_tip(conn)
+        return None if tip is None else BlockHeader(
+            height=tip["height"], hash=tip["hash"], prev_hash=tip["prev_hash"],
+            merkle_root=tip["merkle_root"])
+
+
+class Ledger(LedgerView):
+    """The embedded ledger. Every command validates its input, appends its events atomically
+    (or nothing), and in inline mode updates the projections in the same transaction."""
+
+    def __init__(self, config: StorageConfig, app: LedgerApplication, engine: Engine,
+                 log: StoreLog, mode: str) -> None:
+        super().__init__(engine)
+        self._config = config
+        self._app = app
+        self._db = Database(engine)
+        self._log = log
+        self.projection_mode = mode
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    @_storage_errors
+    def open(cls, url: str = DEFAULT_URL, *, projections: str = "inline",
+             max_reorg_depth_blocks: int = DEFAULT_MAX_REORG_DEPTH_BLOCKS) -> Ledger:
+        """Open (creating if needed) the ledger at ``url``: ``sqlite:///PATH`` (default),
+        ``memory://`` or ``postgresql://USER@HOST:PORT/DBNAME``."""
+        mode = _mode(projections)
+        if not isinstance(max_reorg_depth_blocks, int) or not 1 <= max_reorg_depth_blocks <= 2000:
+            raise InvalidInput("max_reorg_depth_blocks must be a whole number from 1 to 2000")
+        config = parse_url(url)
+        engine = make_engine(config.sqlalchemy_url)
+        try:
+            app = LedgerApplication(config.env, codec=BsvCodec(), read_model=SqlReadModel(engine),
+                                    settings=Settings(max_reorg_depth_blocks))
+            log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
+            db = Database(engine)
+            ensure_tables(db)
+            ledger = cls(config, app, engine, log, mode)
+            schema = config.extra.get("schema")
+            hook: InlineHook = InlineProjection(
+                db.dialect, log.decode, pg_schema=str(schema) if schema else None)
+            recorder: Any = app.recorder
+            recorder.inline_hook = hook
+            ledger._set_mode(mode)
+            return ledger
+        except Exception:
+            engine.dispose()
+            config.cleanup()
+            raise
+
+    def _set_mode(self, mode: str) -> None:
+        with self._db.transaction(write=True) as cur:
+            self._log.lock_writers(cur)
+            set_mode(cur, mode)
+        if mode == "inline":
+            replay.catch_up(self._db, self._log, lock_writers=True)
+
+    def close(self) -> None:
+        """Release connections (a ``memory://`` ledger is gone afterwards)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._app.close()
+        self._engine.dispose()
+        self._config.cleanup()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self._config.display
+
+    # --- actions -----------------------------------------------------------------------------
+
+    @_storage_errors
+    def create_action(self, user: str, reference: str, *, description: str,
+                      outputs: Sequence[NewOutput | dict[str, Any]],
+                      inputs: Sequence[Outpoint | str] = (), labels: Sequence[str] = (),
+                      is_outgoing: bool = True, idempotency_key: str | None = None
+                      ) -> ActionView:
+        """Create a draft action and reserve its inputs atomically."""
+        user, reference = check_name("user", user), check_name("reference", reference)
+        description = check_text("description", description)
+        if isinstance(outputs, str | bytes) or not isinstance(outputs, Sequence):
+            raise InvalidInput("outputs must be a list of NewOutput")
+        if len(outputs) > MAX_OUTPUTS or len(inputs) > MAX_INPUTS:
+            raise InvalidInput(f"at most {MAX_OUTPUTS} outputs and {MAX_INPUTS} inputs")
+        outs = [coerce(NewOutput, o, "output") for o in outputs]
+        if len({o.vout for o in outs}) != len(outs):
+            raise InvalidInput("two declared outputs share a vout")
+        ins = [Outpoint.parse(i) if isinstance(i, str) else coerce(Outpoint, i, "input")
+               for i in inputs]
+        key = None if idempotency_key is None else check_name("idempotency_key", idempotency_key)
+        self._app.create_action(user=user, reference=reference, description=description,
+                                outputs=outs, inputs=ins, labels=check_names("labels", list(labels)),
+                                is_outgoing=bool(is_outgoing), idempotency_key=key)
+        return self.get_action(user, reference)
+
+    @_storage_errors
+    def sign_action(self, user: str, reference: str, *, raw_tx: bytes,
+                    input_beef: bytes | None = None, nosend: bool = False) -> TransactionView:
+        """Bind the draft to its signed transaction, checked against the draft."""
+        user, reference = check_name("user", user), check_name("reference", reference)
+        raw = _bytes("raw_tx", raw_tx)
+        if input_beef is not None:
+            _bytes("input_beef", input_beef, 50_000_000)
+        txid = self._app.sign_action(user=user, reference=reference, raw_tx=raw,
+                                     nosend=bool(nosend))
+        return self.get_transaction(txid)
+
+    @_storage_errors
+    def abort_action(self, user: str, reference: str, *, reason: str) -> ActionView:
+        """Abort an unsigned or never-broadcast action and release its inputs."""
+        user, reference = check_name("user", user), check_name("reference", reference)
+        self._app.abort_action(user=user, reference=reference,
+                               reason=check_text("reason", reason))
+        return self.get_action(user, reference)
+
+    @_storage_errors
+    def internalize_action(self, user: str, *, beef: bytes,
+                           outputs: Sequence[InternalizeOutput | dict[str, Any]],
+                           description: str, labels: Sequence[str] = (),
+                           reference: str | None = None,
+                           broadcasters: Sequence[Broadcaster] = ()) -> ActionView:
+        """Take outputs of a received transaction (proven, or broadcast first)."""
+        user = check_name("user", user)
+        description = check_text("description", description)
+        ref = None if reference is None else check_name("reference", reference)
+        if len(broadcasters) > MAX_BROADCASTERS:
+            raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
+        outs = [coerce(InternalizeOutput, o, "output") for o in outputs]
+        _, reference = self._app.internalize_action(
+            user=user, beef=_bytes("beef", beef, 50_000_000), outputs=outs,
+            description=description, labels=check_names("labels", list(labels)),
+            reference=ref, broadcasters=list(broadcasters))
+        return self.get_action(user, reference)
+
+    # --- processing --------------------------------------------------------------------------
+
+    @_storage_errors
+    def transition(self, txid: str, to: ProcessingStatus | str, *, reason: str,
+                   expected_from: ProcessingStatus | str | None = None, actor: str | None = None,
+                   details: dict[str, Any] | None = None) -> TransactionView:
+        """An explicit move of the processing state (FSM-checked)."""
+        txid = check_txid(txid)
+        self._app.transition(
+            txid=txid, to=parse_status(to), reason=check_text("reason", reason),
+            expected_from=None if expected_from is None else parse_status(expected_from),
+            actor=None if actor is None else check_name("actor", actor),
+            details=_details(details))
+        return self.get_transaction(txid)
+
+    @_storage_errors
+    def record_broadcast(self, txid: str, results: Sequence[ProviderResult | dict[str, Any]]
+                         ) -> TransactionView:
+        """Record every provider answer of one attempt and apply the outcome."""
+        txid = check_txid(txid)
+        if not results or len(results) > MAX_BROADCASTERS:
+            raise InvalidInput(f"results must list 1 to {MAX_BROADCASTERS} provider answers")
+        self._app.record_broadcast(
+            txid=txid, results=[coerce(ProviderResult, r, "result") for r in results])
+        return self.get_transaction(txid)
+
+    @_storage_errors
+    def broadcast(self, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
+        """Hand the transaction to providers one after another; records every answer."""
+        txid = check_txid(txid)
+        current = self.get_transaction(txid)
+        if current.state == ProcessingStatus.QUEUED:
+            self._app.transition(txid=txid, to=ProcessingStatus.SENDING, reason="broadcast",
+                                 expected_from=None, actor=None, details={})
+        results = broadcast_sequentially(broadcasters, self._app.raw_tx(txid), txid)
+        self._app.record_broadcast(txid=txid, results=results)
+        return self.get_transaction(txid)
+
+    @_storage_errors
+    def record_proof(self, txid: str, merkle_path: bytes) -> TransactionView:
+        """Validate a BUMP against the active chain and move to unconfirmed/confirmed."""
+        txid = check_txid(txid)
+        self._app.record_proof(txid=txid, merkle_path=_bytes("merkle_path", merkle_path))
+        return self.get_transaction(txid)
+
+    @_storage_errors
+    def confirm_unspent(self, outpoints: Sequence[Outpoint | str], *, reason: str,
+                        actor: str | None = None) -> None:
+        """Release inputs quarantined after a double spend, once known to be unspent."""
+        ops = [Outpoint.parse(o) if isinstance(o, str) else coerce(Outpoint, o, "outpoint")
+               for o in outpoints]
+        if not ops:
+            raise InvalidInput("confirm_unspent needs at least one outpoint")
+        self._app.confirm_unspent(outpoints=ops, reason=check_text("reason", reason),
+                                  actor=None if actor is None else check_name("actor", actor))
+
+    @_storage_errors
+    def note(self, txid: str, what: str, **details: Any) -> None:
+        """Attach a note to a transaction's history."""
+        self._app.note(txid=check_txid(txid), what=check_name("what", what),
+                       details=_details(details))
+
+    # --- chain -------------------------------------------------------------------------------
+
+    @_storage_errors
+    def apply_headers(self, headers: Sequence[BlockHeader | dict[str, Any]]) -> ChainUpdate:
+        """Extend the chain, or reorganise it at a known fork point."""
+        if isinstance(headers, str | bytes) or not isinstance(headers, Sequence):
+            raise InvalidInput("headers must be a list of BlockHeader")
+        parsed = [coerce(BlockHeader, h, "header").model_dump() for h in headers]
+        change = self._app.apply_headers(parsed)
+        return ChainUpdate(connected=[BlockHeader(**h) for h in change.connected],
+                           disconnected=[BlockHeader(**h) for h in change.disconnected],
+                           affected_txids=change.affected_txids)
+
+    # --- audit and projections ---------------------------------------------------------------
+
+    @_storage_errors
+    def as_of(self, at: int | datetime) -> LedgerView:
+        """A read-only view of what the ledger believed at a log position or a UTC time."""
+        if isinstance(at, bool) or not isinstance(at, int | datetime):
+            raise InvalidInput("as_of takes a log position (int) or a datetime")
+        if isinstance(at, int):
+            if at < 0:
+                raise InvalidInput("a log position is >= 0")
+            store, _, last = replay.fold(self._log, upto=at)
+        else:
+            until = at if at.tzinfo else at.replace(tzinfo=UTC)
+            store, _, last = replay.fold(self._log, until=until)
+        return LedgerView(replay.scratch_engine(store), position=last)
+
+    @_storage_errors
+    def rebuild_projections(self, progress: replay.Progress | None = None) -> RebuildReport:
+        """Rebuild every projection from zero beside the live tables, then swap them in."""
+        events, seconds, position = replay.rebuild(self._db, self._log, progress)
+        return RebuildReport(events=events, seconds=seconds, position=position)
+
+    @_storage_errors
+    def verify_projections(self) -> DriftReport:
+        """Rebuild into memory and diff against the live tables, row by row."""
+        differences, position = replay.verify(self._db, self._log)
+        return DriftReport(ok=not differences, differences=differences, position=position)
+
+    @_storage_errors
+    def run_projections(self, *, max_pages: int | None = None) -> int:
+        """Catch-up step (catch-up mode): project pending events; returns how many."""
+        return replay.catch_up(self._db, self._log, max_pages=max_pages)
+
+    def head_position(self) -> int:
+        """The log's newest position."""
+        return self._log.head()

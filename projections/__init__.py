@@ -1,0 +1,1 @@
+"""wallet-ledger read models."""

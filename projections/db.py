@@ -1,0 +1,62 @@
+"""Raw transactions on the ledger's database, for projection maintenance (DDL, catch-up pages,
+rebuild loads, swaps, snapshots for verify). Reads for queries go through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from sqlalchemy import Engine, create_engine
+
+Dialect = Literal["sqlite", "postgresql"]
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url`` with settings the ledger relies on."""
+    if url.startswith("sqlite"):
+        return create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+    return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+
+
+class Database:
+    """Explicit transactions over DB-API cursors of the ledger's database.
+
+    ``write=True`` takes the write lock at the start (SQLite ``BEGIN IMMEDIATE``), so a
+    maintenance transaction never fails half-way on a lock upgrade. ``snapshot=True`` gives a
+    consistent read of many tables (PostgreSQL ``REPEATABLE READ``; SQLite read transactions are
+    snapshots under WAL).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect: Dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
+
+    @contextmanager
+    def transaction(self, *, write: bool, snapshot: bool = False) -> Iterator[Any]:
+        raw = self.engine.raw_connection()
+        dbapi: Any = raw.driver_connection
+        try:
+            if self.dialect == "sqlite":
+                dbapi.isolation_level = None
+                cur = dbapi.cursor()
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            else:
+                cur = dbapi.cursor()
+                if snapshot:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            try:
+                yield cur
+            except BaseException:
+                dbapi.rollback() if self.dialect == "postgresql" else cur.execute("ROLLBACK")
+                raise
+            if self.dialect == "sqlite":
+                cur.execute("COMMIT" if write else "ROLLBACK")
+            else:
+                dbapi.commit() if write else dbapi.rollback()
+        finally:
+            raw.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,41 @@
+"""Inline projection: rows and the tracked position written in the append transaction itself.
+
+Guarantee: in inline mode an event and its row changes commit together or not at all, so a status
+change and its spendability change are never observable apart, and a crash between them is
+impossible. In catch-up mode the hook does nothing and a catch-up process projects instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from projections.projector import project
+from projections.schema import SET_PREFIXES, build_schema
+from projections.stores import Dialect, SqlRowStore, SqlStatements
+from projections.tables import read_pointer
+
+Decode = Callable[[Any], Any]
+
+
+class InlineProjection:
+    """The recorder hook: ``hook(cursor, ids, domain_events, stored_events)``."""
+
+    def __init__(self, dialect: Dialect, decode: Decode, *, pg_schema: str | None = None) -> None:
+        self._statements = {p: SqlStatements(build_schema(p), dialect) for p in SET_PREFIXES}
+        self._decode = decode
+        self._set_path = f'SET LOCAL search_path TO "{pg_schema}"' if pg_schema else None
+
+    def __call__(self, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
+                 stored: Sequence[Any]) -> None:
+        if self._set_path:
+            cursor.execute(self._set_path)
+        prefix, mode = read_pointer(cursor)
+        if mode != "inline":
+            return
+        if events is None or len(events) != len(ids):
+            events = [self._decode(s) for s in stored]
+        store = SqlRowStore(cursor, self._statements[prefix])
+        for position, event in zip(ids, events, strict=True):
+            project(store, position, event)
+        store.flush()

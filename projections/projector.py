@@ -1,0 +1,443 @@
+"""The event -> row projector: one code path for inline, catch-up, rebuild and as-of replay.
+
+:func:`project` is a pure function of (rows it reads through a :class:`RowStore`, one event):
+it decides row changes and hands them back to the store. Stores decide where rows live (memory
+for rebuilds and replays, SQL for inline and catch-up). The spendability of every output row is
+recomputed by :func:`ledger.rules.classify` whenever one of its inputs changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from ledger.rules import (
+    OutputCategory,
+    OutputFacts,
+    classify,
+    matures_at_height,
+    preserved_on_entry,
+)
+from ledger.status import PRESERVING_STATES, ProcessingStatus, action_status
+
+Row = dict[str, Any]
+S = ProcessingStatus
+
+_BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+_BULKY_FIELDS = frozenset({"raw_tx", "bump"})
+
+
+class RowStore(Protocol):
+    """Where projected rows live. ``get`` returns a row the projector may mutate, then ``put``."""
+
+    def get(self, table: str, key: tuple[Any, ...]) -> Row | None: ...
+    def put(self, table: str, row: Row) -> None: ...
+    def append(self, table: str, row: Row) -> None: ...
+    def outputs_of_tx(self, txid: str) -> list[Row]: ...
+    def actions_of_tx(self, txid: str) -> list[Row]: ...
+    def maturing_coinbase(self, lo_exclusive: int, hi_inclusive: int) -> list[Row]: ...
+
+
+class Event(Protocol):
+    """What the projector reads of a domain event (eventsourcing events satisfy it)."""
+
+    TOPIC: str
+
+
+Handler = Callable[[RowStore, int, Any], None]
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def meta_value(store: RowStore, name: str) -> int | None:
+    row = store.get("meta", (name,))
+    return None if row is None or row["value"] is None else int(row["value"])
+
+
+def _set_meta(store: RowStore, name: str, value: int | None) -> None:
+    store.put("meta", {"name": name, "value": value})
+
+
+def tip_height(store: RowStore) -> int | None:
+    return meta_value(store, "tip_height")
+
+
+def output_facts(row: Row) -> OutputFacts:
+    """The spendability rule's inputs as stored on an output row."""
+    return OutputFacts(
+        state=S(row["tx_state"]),
+        is_coinbase=bool(row["is_coinbase"]),
+        matures_at_height=row["matures_at_height"],
+        script_known=row["locking_script"] is not None,
+        reserved=row["spender_reference"] is not None and row["spender_txid"] is None,
+        spent=row["spender_txid"] is not None,
+        quarantined=bool(row["quarantined"]),
+        preserved_spendable=row["preserved"],
+    )
+
+
+def _refresh(store: RowStore, row: Row, position: int, tip: int | None) -> None:
+    category = classify(output_facts(row), tip)
+    row["category"] = category.value
+    row["spendable"] = category is OutputCategory.SPENDABLE
+    row["position"] = position
+    store.put("outputs", row)
+
+
+def _evidence(row: Row, what: str, position: int) -> None:
+    row["evidence"] = {**row["evidence"], what: position}
+
+
+def _audit(store: RowStore, position: int, event: Any, name: str, *, txid: str | None = None,
+           user: str | None = None, reference: str | None = None,
+           from_state: str | None = None, to_state: str | None = None) -> None:
+    details = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
+    for bulky in _BULKY_FIELDS & details.keys():
+        details[f"{bulky}_bytes"] = len(details.pop(bulky)) // 2
+    store.append("tx_audit", {
+        "audit_id": position, "txid": txid, "user": user, "reference": reference,
+        "event": name, "from_state": from_state, "to_state": to_state,
+        "details_json": details, "created_at": event.timestamp.isoformat(),
+    })
+
+
+def _outpoint(text: str) -> tuple[str, int]:
+    txid, _, vout = text.partition(":")
+    return txid, int(vout)
+
+
+# --- transaction events ---------------------------------------------------------------------
+
+def _tx_created(store: RowStore, pos: int, e: Any) -> None:
+    at = e.timestamp.isoformat()
+    store.put("transactions", {
+        "txid": e.txid, "state": e.state, "attempts": 0, "was_broadcast": False,
+        "is_coinbase": e.is_coinbase, "height": None, "block_hash": None, "merkle_root": None,
+        "raw_tx": bytes.fromhex(e.raw_tx), "inputs": list(e.inputs),
+        "origin_user": e.origin_user, "origin_reference": e.origin_reference,
+        "position": pos, "state_position": pos, "proof_position": None,
+        "created_at": at, "updated_at": at,
+    })
+    _audit(store, pos, e, "transaction.created", txid=e.txid, user=e.origin_user,
+           reference=e.origin_reference, to_state=e.state)
+
+
+def _tx_row(store: RowStore, txid: str, pos: int, at: str) -> Row:
+    row = store.get("transactions", (txid,))
+    assert row is not None, f"event for unknown transaction {txid}"
+    row["position"] = pos
+    row["updated_at"] = at
+    return row
+
+
+def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
+    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    assert tx["state"] == e.from_state, (tx["state"], e.from_state)
+    tx["state"] = e.to_state
+    tx["state_position"] = pos
+    store.put("transactions", tx)
+    to_state, tip = S(e.to_state), tip_height(store)
+    for row in store.outputs_of_tx(e.txid):
+        if to_state in PRESERVING_STATES:
+            row["preserved"] = preserved_on_entry(output_facts(row), to_state, tip)
+        else:
+            row["preserved"] = None
+        row["tx_state"] = e.to_state
+        _evidence(row, "state", pos)
+        _refresh(store, row, pos, tip)
+    for action in store.actions_of_tx(e.txid):
+        action["status"] = action_status(to_state, aborted=bool(action["aborted"]))
+        action["position"] = pos
+        store.put("actions", action)
+    _audit(store, pos, e, "processing.changed", txid=e.txid, from_state=e.from_state,
+           to_state=e.to_state)
+
+
+def _transition_rejected(store: RowStore, pos: int, e: Any) -> None:
+    _audit(store, pos, e, "processing.rejected", txid=e.txid, from_state=e.from_state,
+           to_state=e.to_state)
+
+
+def _provider_result(store: RowStore, pos: int, e: Any) -> None:
+    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    if e.status in ("success", "seen"):
+        tx["was_broadcast"] = True
+    store.put("transactions", tx)
+    _audit(store, pos, e, "broadcast.result", txid=e.txid)
+
+
+def _attempts(store: RowStore, pos: int, e: Any) -> None:
+    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    tx["attempts"] = e.attempts
+    store.put("transactions", tx)
+    _audit(store, pos, e, "attempts.incremented", txid=e.txid)
+
+
+def _set_proof(store: RowStore, pos: int, e: Any, proof: tuple[int, str, str] | None) -> None:
+    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    tx["height"], tx["block_hash"], tx["merkle_root"] = proof or (None, None, None)
+    tx["proof_position"] = pos
+    store.put("transactions", tx)
+    if not tx["is_coinbase"]:
+        return
+    tip = tip_height(store)
+    for row in store.outputs_of_tx(e.txid):
+        row["matures_at_height"] = matures_at_height(proof[0]) if proof else None
+        _evidence(row, "proof", pos)
+        _refresh(store, row, pos, tip)
+
+
+def _proof_recorded(store: RowStore, pos: int, e: Any) -> None:
+    _set_proof(store, pos, e, (e.height, e.block_hash, e.merkle_root))
+    _audit(store, pos, e, "proof.recorded", txid=e.txid)
+
+
+def _proof_invalidated(store: RowStore, pos: int, e: Any) -> None:
+    _set_proof(store, pos, e, None)
+    _audit(store, pos, e, "proof.invalidated", txid=e.txid)
+
+
+def _note(store: RowStore, pos: int, e: Any) -> None:
+    _audit(store, pos, e, "history.note", txid=e.txid)
+
+
+# --- action events --------------------------------------------------------------------------
+
+def _action_row(store: RowStore, e: Any, pos: int) -> Row:
+    row = store.get("actions", (e.user, e.reference))
+    assert row is not None, f"event for unknown action {e.user}/{e.reference}"
+    row["position"] = pos
+    return row
+
+
+def _own_outputs(outputs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in outputs if o.get("basket") is not None]
+
+
+def _action_created(store: RowStore, pos: int, e: Any) -> None:
+    own = sum(int(o["satoshis"]) for o in _own_outputs(e.outputs))
+    store.put("actions", {
+        "user": e.user, "reference": e.reference, "txid": None,
+        "status": action_status(None), "description": e.description, "satoshis_delta": own,
+        "is_outgoing": e.is_outgoing, "aborted": False, "labels": list(e.labels),
+        "inputs": [], "outputs": list(e.outputs), "position": pos, "created_position": pos,
+    })
+    for label in e.labels:
+        store.append("action_labels", {"user": e.user, "label": label,
+                                       "reference": e.reference, "created_position": pos})
+    _audit(store, pos, e, "action.created", user=e.user, reference=e.reference)
+
+
+def _spent_rows(store: RowStore, user: str, outpoints: Iterable[str]) -> list[Row]:
+    rows = []
+    for text in outpoints:
+        txid, vout = _outpoint(text)
+        row = store.get("outputs", (user, txid, vout))
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _inputs_reserved(store: RowStore, pos: int, e: Any) -> None:
+    action = _action_row(store, e, pos)
+    action["inputs"] = [*action["inputs"], *(i["outpoint"] for i in e.inputs)]
+    action["satoshis_delta"] -= sum(int(i["satoshis"]) for i in e.inputs)
+    store.put("actions", action)
+    tip = tip_height(store)
+    for row in _spent_rows(store, e.user, (i["outpoint"] for i in e.inputs)):
+        row["spender_reference"] = e.reference
+        _evidence(row, "spender", pos)
+        _refresh(store, row, pos, tip)
+    _audit(store, pos, e, "action.inputs_reserved", user=e.user, reference=e.reference)
+
+
+def _new_output_row(user: str, txid: str, out: dict[str, Any], tx: Row, pos: int) -> Row:
+    proof_height = tx["height"]
+    script = out.get("locking_script")
+    return {
+        "user": user, "txid": txid, "vout": int(out["vout"]), "satoshis": int(out["satoshis"]),
+        "locking_script": bytes.fromhex(script) if script is not None else None,
+        "basket": out["basket"], "tags": list(out.get("tags", [])),
+        "change": bool(out.get("change", False)), "description": out.get("description", ""),
+        "custom_instructions": out.get("custom_instructions"),
+        "is_coinbase": bool(tx["is_coinbase"]),
+        "matures_at_height": (matures_at_height(proof_height)
+                              if tx["is_coinbase"] and proof_height is not None else None),
+        "tx_state": tx["state"], "preserved": None, "spender_reference": None,
+        "spender_txid": None, "quarantined": False, "category": "", "spendable": False,
+        "evidence": {"created": pos, "state": tx["state_position"]}, "position": pos,
+    }
+
+
+def _add_outputs(store: RowStore, pos: int, user: str, txid: str,
+                 outputs: Iterable[dict[str, Any]]) -> None:
+    tx = store.get("transactions", (txid,))
+    assert tx is not None, f"outputs for unknown transaction {txid}"
+    tip = tip_height(store)
+    for out in outputs:
+        if store.get("outputs", (user, txid, int(out["vout"]))) is None:
+            _refresh(store, _new_output_row(user, txid, out, tx, pos), pos, tip)
+
+
+def _action_signed(store: RowStore, pos: int, e: Any) -> None:
+    action = _action_row(store, e, pos)
+    tx = store.get("transactions", (e.txid,))
+    assert tx is not None
+    action["txid"] = e.txid
+    action["status"] = action_status(S(tx["state"]))
+    store.put("actions", action)
+    _add_outputs(store, pos, e.user, e.txid, _own_outputs(action["outputs"]))
+    tip = tip_height(store)
+    for row in _spent_rows(store, e.user, action["inputs"]):
+        if row["spender_reference"] == e.reference:
+            row["spender_txid"] = e.txid
+            _evidence(row, "spender", pos)
+            _refresh(store, row, pos, tip)
+    _audit(store, pos, e, "action.signed", txid=e.txid, user=e.user, reference=e.reference)
+
+
+def _release(store: RowStore, pos: int, e: Any, outpoints: Iterable[str]) -> None:
+    tip = tip_height(store)
+    for row in _spent_rows(store, e.user, outpoints):
+        if row["spender_reference"] == e.reference:
+            row["spender_reference"] = row["spender_txid"] = None
+            row["quarantined"] = False
+            _evidence(row, "spender", pos)
+            _refresh(store, row, pos, tip)
+
+
+def _action_aborted(store: RowStore, pos: int, e: Any) -> None:
+    action = _action_row(store, e, pos)
+    action["aborted"] = True
+    action["status"] = action_status(None, aborted=True)
+    store.put("actions", action)
+    _release(store, pos, e, e.released)
+    _audit(store, pos, e, "action.aborted", txid=action["txid"], user=e.user,
+           reference=e.reference)
+
+
+def _inputs_released(store: RowStore, pos: int, e: Any) -> None:
+    _release(store, pos, e, e.outpoints)
+    _audit(store, pos, e, "action.inputs_released", user=e.user, reference=e.reference)
+
+
+def _inputs_quarantined(store: RowStore, pos: int, e: Any) -> None:
+    tip = tip_height(store)
+    for row in _spent_rows(store, e.user, e.outpoints):
+        row["quarantined"] = True
+        _evidence(row, "quarantine", pos)
+        _refresh(store, row, pos, tip)
+    _audit(store, pos, e, "action.inputs_quarantined", user=e.user, reference=e.reference)
+
+
+def _outputs_internalized(store: RowStore, pos: int, e: Any) -> None:
+    action = _action_row(store, e, pos)
+    tx = store.get("transactions", (e.txid,))
+    assert tx is not None
+    action["txid"] = e.txid
+    action["status"] = action_status(S(tx["state"]))
+    action["satoshis_delta"] += sum(int(o["satoshis"]) for o in e.outputs)
+    action["outputs"] = [*action["outputs"], *e.outputs]
+    store.put("actions", action)
+    _add_outputs(store, pos, e.user, e.txid, e.outputs)
+    _audit(store, pos, e, "action.internalized", txid=e.txid, user=e.user,
+           reference=e.reference)
+
+
+def _labels_added(store: RowStore, pos: int, e: Any) -> None:
+    action = _action_row(store, e, pos)
+    action["labels"] = [*action["labels"], *e.labels]
+    store.put("actions", action)
+    for label in e.labels:
+        store.append("action_labels", {"user": e.user, "label": label,
+                                       "reference": e.reference,
+                                       "created_position": action["created_position"]})
+    _audit(store, pos, e, "action.labels_added", user=e.user, reference=e.reference)
+
+
+# --- chain events ---------------------------------------------------------------------------
+
+def _move_tip(store: RowStore, pos: int, new_tip: int | None) -> None:
+    old_tip = tip_height(store)
+    _set_meta(store, "tip_height", new_tip)
+    lo, hi = sorted((-1 if old_tip is None else old_tip, -1 if new_tip is None else new_tip))
+    for row in store.maturing_coinbase(lo, hi):
+        _evidence(row, "tip", pos)
+        _refresh(store, row, pos, new_tip)
+
+
+def _block_connected(store: RowStore, pos: int, e: Any) -> None:
+    store.put("headers", {"hash": e.hash, "height": e.height, "prev_hash": e.prev_hash,
+                          "merkle_root": e.merkle_root, "active": True, "position": pos})
+    _move_tip(store, pos, e.height)
+    _audit(store, pos, e, "chain.block_connected")
+
+
+def _block_disconnected(store: RowStore, pos: int, e: Any) -> None:
+    store.put("headers", {"hash": e.hash, "height": e.height, "prev_hash": e.prev_hash,
+                          "merkle_root": e.merkle_root, "active": False, "position": pos})
+    _move_tip(store, pos, e.height - 1)
+    _audit(store, pos, e, "chain.block_disconnected")
+
+
+def _audit_only(name: str, key: Callable[[Any], dict[str, Any]] | None = None) -> Handler:
+    def handler(store: RowStore, pos: int, e: Any) -> None:
+        _audit(store, pos, e, name, **(key(e) if key else {}))
+    return handler
+
+
+def _outpoint_txid(e: Any) -> dict[str, Any]:
+    return {"txid": _outpoint(e.outpoint)[0]}
+
+
+HANDLERS: dict[str, Handler] = {
+    "ledger.transaction.TransactionCreated": _tx_created,
+    "ledger.transaction.ProcessingChanged": _processing_changed,
+    "ledger.transaction.TransitionRejected": _transition_rejected,
+    "ledger.transaction.ProviderResultRecorded": _provider_result,
+    "ledger.transaction.AttemptsIncremented": _attempts,
+    "ledger.transaction.ProofRecorded": _proof_recorded,
+    "ledger.transaction.ProofInvalidated": _proof_invalidated,
+    "ledger.transaction.NoteRecorded": _note,
+    "ledger.action.ActionCreated": _action_created,
+    "ledger.action.InputsReserved": _inputs_reserved,
+    "ledger.action.ActionSigned": _action_signed,
+    "ledger.action.ActionAborted": _action_aborted,
+    "ledger.action.OutputsInternalized": _outputs_internalized,
+    "ledger.action.InputsReleased": _inputs_released,
+    "ledger.action.InputsQuarantined": _inputs_quarantined,
+    "ledger.action.LabelsAdded": _labels_added,
+    "ledger.chain.ChainStarted": _audit_only("chain.started"),
+    "ledger.chain.BlockConnected": _block_connected,
+    "ledger.chain.BlockDisconnected": _block_disconnected,
+    "ledger.reservation.OutpointReserved": _audit_only("reservation.reserved", _outpoint_txid),
+    "ledger.reservation.OutpointRetaken": _audit_only("reservation.reserved", _outpoint_txid),
+    "ledger.reservation.OutpointReleased": _audit_only("reservation.released", _outpoint_txid),
+    "ledger.reservation.OutpointQuarantined": _audit_only("reservation.quarantined",
+                                                          _outpoint_txid),
+    "ledger.idempotency.KeyUsed": _audit_only("idempotency.key_used"),
+    "ledger.block.BlockOpened": _audit_only("block.opened"),
+    "ledger.block.ProofAnchored": _audit_only("block.proof_anchored", lambda e: {"txid": e.txid}),
+    "ledger.block.BlockBuried": _audit_only("block.buried"),
+    "ledger.block.BlockOrphaned": _audit_only("block.orphaned"),
+    "ledger.block.BlockReconnected": _audit_only("block.reconnected"),
+}
+
+
+def project(store: RowStore, position: int, event: Any) -> None:
+    """Apply one event at its log position. Unknown topics are an error, never skipped."""
+    topic = type(event).TOPIC
+    handler = HANDLERS.get(topic)
+    if handler is None:
+        raise KeyError(f"no projection for event topic {topic!r}")
+    handler(store, position, event)
+    _set_meta(store, "position", position)
+
+
+def project_all(store: RowStore, items: Iterable[tuple[int, Any]]) -> int:
+    """Apply events in log order; returns how many."""
+    count = 0
+    for position, event in items:
+        project(store, position, event)
+        count += 1
+    return count

@@ -1,0 +1,216 @@
+"""Read queries over the projection views (SQLAlchemy Core). The same functions serve the live
+database and as-of scratch databases, so an incident replay answers with the same code."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from ledger.rules import LISTED_CATEGORIES, OutputCategory
+from ledger.status import ProcessingStatus
+from ledger.views import (
+    ActionView,
+    AuditEntry,
+    Balance,
+    Explanation,
+    OutputView,
+    Page,
+    TransactionView,
+)
+from projections.schema import build_schema
+from projections.stores import decode_row
+
+VIEWS = build_schema("")
+"""Table objects named like the reader views (``outputs``, ``tx_audit``, ...)."""
+MAX_PAGE_ITEMS = 1_000
+MAX_HISTORY_ROWS = 100_000
+
+_OUT, _TX, _ACT = VIEWS.table("outputs"), VIEWS.table("transactions"), VIEWS.table("actions")
+_LABELS, _AUDIT = VIEWS.table("action_labels"), VIEWS.table("tx_audit")
+_HEADERS, _META = VIEWS.table("headers"), VIEWS.table("meta")
+_LISTED = sorted(c.value for c in LISTED_CATEGORIES)
+
+
+def _decode(row: Any, table: Any) -> dict[str, Any]:
+    cols = [c.name for c in table.columns]
+    return decode_row(tuple(row), cols)
+
+
+def meta(conn: Connection, name: str) -> int | None:
+    value = conn.execute(select(_META.c.value).where(_META.c.name == name)).scalar()
+    return None if value is None else int(value)
+
+
+def get_transaction(conn: Connection, txid: str) -> TransactionView | None:
+    row = conn.execute(select(_TX).where(_TX.c.txid == txid)).first()
+    if row is None:
+        return None
+    r = _decode(row, _TX)
+    return TransactionView(
+        txid=r["txid"], state=ProcessingStatus(r["state"]), attempts=r["attempts"],
+        was_broadcast=r["was_broadcast"], is_coinbase=r["is_coinbase"], height=r["height"],
+        block_hash=r["block_hash"], merkle_root=r["merkle_root"], raw_tx=r["raw_tx"],
+        position=r["position"])
+
+
+def _output_view(r: dict[str, Any], include_script: bool) -> OutputView:
+    return OutputView(
+        user=r["user"], txid=r["txid"], vout=r["vout"], satoshis=r["satoshis"],
+        basket=r["basket"], tags=r["tags"], spendable=r["spendable"], change=r["change"],
+        is_coinbase=r["is_coinbase"],
+        locking_script=r["locking_script"] if include_script else None,
+        custom_instructions=r["custom_instructions"], category=r["category"])
+
+
+def list_outputs(conn: Connection, user: str, *, basket: str | None, tags: list[str],
+                 tag_mode: str, spendable: bool | None, include_locking_scripts: bool,
+                 limit: int, offset: int) -> Page[OutputView]:
+    """Outputs of a user; ``spendable=True`` is the hot path: index range scan by satoshis."""
+    cond = [_OUT.c.user == user]
+    if basket is not None:
+        cond.append(_OUT.c.basket == basket)
+    if spendable is True:
+        cond.append(_OUT.c.spendable.is_(True))
+    else:
+        cond.append(_OUT.c.category.in_(_LISTED))
+        if spendable is False:
+            cond.append(_OUT.c.spendable.is_(False))
+    for_tags = [_OUT.c.tags.like(f'%{json.dumps(t)}%') for t in tags]
+    if for_tags:
+        cond.append(and_(*for_tags) if tag_mode == "all" else or_(*for_tags))
+    where = and_(*cond)
+    total = int(conn.execute(select(func.count()).select_from(_OUT).where(where)).scalar() or 0)
+    query = (select(_OUT).where(where)
+             .order_by(_OUT.c.satoshis.desc(), _OUT.c.txid, _OUT.c.vout)
+             .limit(limit).offset(offset))
+    rows = [_decode(r, _OUT) for r in conn.execute(query)]
+    if tags:  # LIKE over JSON text is a pre-filter; confirm exactly
+        wanted = set(tags)
+        rows = [r for r in rows
+                if (wanted <= set(r["tags"]) if tag_mode == "all" else wanted & set(r["tags"]))]
+    return Page[OutputView](items=[_output_view(r, include_locking_scripts) for r in rows],
+                            total=total)
+
+
+def _action_view(r: dict[str, Any]) -> ActionView:
+    return ActionView(user=r["user"], reference=r["reference"], txid=r["txid"],
+                      status=r["status"], description=r["description"],
+                      satoshis_delta=r["satoshis_delta"], is_outgoing=r["is_outgoing"],
+                      labels=r["labels"])
+
+
+def get_action(conn: Connection, user: str, reference: str) -> ActionView | None:
+    row = conn.execute(select(_ACT).where(and_(_ACT.c.user == user,
+                                               _ACT.c.reference == reference))).first()
+    return None if row is None else _action_view(_decode(row, _ACT))
+
+
+def list_actions(conn: Connection, user: str, *, labels: list[str], label_mode: str,
+                 statuses: list[str], limit: int, offset: int) -> Page[ActionView]:
+    """Actions of a user, newest first; label filters go through the ``action_labels`` index."""
+    cond = [_ACT.c.user == user]
+    if statuses:
+        cond.append(_ACT.c.status.in_(statuses))
+    if labels:
+        refs = (select(_LABELS.c.reference)
+                .where(and_(_LABELS.c.user == user, _LABELS.c.label.in_(labels)))
+                .group_by(_LABELS.c.reference))
+        if label_mode == "all":
+            refs = refs.having(func.count(func.distinct(_LABELS.c.label)) == len(set(labels)))
+        cond.append(_ACT.c.reference.in_(refs))
+    where = and_(*cond)
+    total = int(conn.execute(select(func.count()).select_from(_ACT).where(where)).scalar() or 0)
+    query = (select(_ACT).where(where).order_by(_ACT.c.created_position.desc())
+             .limit(limit).offset(offset))
+    return Page[ActionView](items=[_action_view(_decode(r, _ACT)) for r in conn.execute(query)],
+                            total=total)
+
+
+def balance(conn: Connection, user: str, *, basket: str | None) -> Balance:
+    """Satoshis per category; spent, hidden and toxic outputs count nowhere."""
+    cond = [_OUT.c.user == user]
+    if basket is not None:
+        cond.append(_OUT.c.basket == basket)
+    query = (select(_OUT.c.category, func.sum(_OUT.c.satoshis))
+             .where(and_(*cond)).group_by(_OUT.c.category))
+    sums = {str(cat): int(total or 0) for cat, total in conn.execute(query)}
+    return Balance(**{c.value: sums.get(c.value, 0) for c in (
+        OutputCategory.SPENDABLE, OutputCategory.RESERVED, OutputCategory.PENDING,
+        OutputCategory.IMMATURE, OutputCategory.QUARANTINED)})
+
+
+def output_for_spend(conn: Connection, user: str, txid: str, vout: int
+                     ) -> tuple[str, int] | None:
+    row = conn.execute(select(_OUT.c.category, _OUT.c.satoshis).where(and_(
+        _OUT.c.user == user, _OUT.c.txid == txid, _OUT.c.vout == vout))).first()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def _audit_entry(r: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(position=r["audit_id"], event=r["event"], txid=r["txid"], user=r["user"],
+                      reference=r["reference"], from_state=r["from_state"],
+                      to_state=r["to_state"], details=r["details_json"],
+                      at=datetime.fromisoformat(r["created_at"]))
+
+
+def history(conn: Connection, txid: str) -> list[AuditEntry]:
+    """Every audit row of a transaction, ordered by position."""
+    query = (select(_AUDIT).where(_AUDIT.c.txid == txid).order_by(_AUDIT.c.audit_id)
+             .limit(MAX_HISTORY_ROWS))
+    return [_audit_entry(_decode(r, _AUDIT)) for r in conn.execute(query)]
+
+
+def audit_tail(conn: Connection, *, limit: int, event: str | None = None) -> list[AuditEntry]:
+    """The newest audit rows, newest first."""
+    query = select(_AUDIT)
+    if event:
+        query = query.where(_AUDIT.c.event == event)
+    query = query.order_by(_AUDIT.c.audit_id.desc()).limit(limit)
+    return [_audit_entry(_decode(r, _AUDIT)) for r in conn.execute(query)]
+
+
+def active_header(conn: Connection, height: int) -> dict[str, Any] | None:
+    row = conn.execute(select(_HEADERS).where(and_(
+        _HEADERS.c.height == height, _HEADERS.c.active.is_(True)))).first()
+    return None if row is None else _decode(row, _HEADERS)
+
+
+def chain_tip(conn: Connection) -> dict[str, Any] | None:
+    tip = meta(conn, "tip_height")
+    return None if tip is None else active_header(conn, tip)
+
+
+def explain_output(conn: Connection, user: str, txid: str, vout: int) -> Explanation | None:
+    """The rule's inputs for one output and the positions of the events that set them."""
+    row = conn.execute(select(_OUT).where(and_(
+        _OUT.c.user == user, _OUT.c.txid == txid, _OUT.c.vout == vout))).first()
+    if row is None:
+        return None
+    r = _decode(row, _OUT)
+    ev: dict[str, int] = r["evidence"]
+    tip = meta(conn, "tip_height")
+    reasons = [f"category {r['category']}: the output is "
+               f"{'spendable' if r['spendable'] else 'not spendable'}",
+               f"transaction {txid} is {r['tx_state']} (since position {ev.get('state')})"]
+    if r["preserved"] is not None:
+        reasons.append(f"spendable value preserved while {r['tx_state']}: {r['preserved']}")
+    if r["spender_txid"]:
+        reasons.append(f"spent by {r['spender_txid']} (action {r['spender_reference']!r}, "
+                       f"position {ev.get('spender')})")
+    elif r["spender_reference"]:
+        reasons.append(f"reserved by action {r['spender_reference']!r} "
+                       f"(position {ev.get('spender')})")
+    else:
+        reasons.append("no live spender")
+    if r["quarantined"]:
+        reasons.append(f"quarantined after a double spend (position {ev.get('quarantine')})")
+    reasons.append("locking script known" if r["locking_script"] is not None
+                   else "locking script unknown")
+    if r["is_coinbase"]:
+        reasons.append(f"coinbase: matures at height {r['matures_at_height']}, tip {tip}")
+    positions = sorted({int(p) for p in ev.values() if p is not None})
+    return Explanation(spendable=r["spendable"], category=r["category"], reasons=reasons,
+                       positions=positions)

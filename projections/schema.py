@@ -1,0 +1,190 @@
+"""Read-model tables (SQLAlchemy Core): one definition, DDL for SQLite and PostgreSQL.
+
+Tables can be created under a name prefix so that a rebuild fills fresh tables beside the live
+ones and swaps them in one transaction (blue/green).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SET_PREFIXES: tuple[str, str] = ("a_", "b_")
+"""Two table sets: one live, one for the next rebuild. Readers use views named without prefix."""
+POINTER_TABLE = "ledger_projection_pointer"
+JSON_COLUMNS = frozenset({"tags", "labels", "inputs", "outputs", "details_json", "evidence"})
+
+
+def _transactions(md: MetaData, p: str) -> Table:
+    return Table(
+        f"{p}transactions", md,
+        Column("txid", String(64), primary_key=True),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("was_broadcast", Boolean, nullable=False),
+        Column("is_coinbase", Boolean, nullable=False),
+        Column("height", BigInteger),
+        Column("block_hash", String(64)),
+        Column("merkle_root", String(64)),
+        Column("raw_tx", LargeBinary),
+        Column("inputs", Text, nullable=False),
+        Column("origin_user", Text),
+        Column("origin_reference", Text),
+        Column("position", BigInteger, nullable=False),
+        Column("state_position", BigInteger, nullable=False),
+        Column("proof_position", BigInteger),
+        Column("created_at", Text, nullable=False),
+        Column("updated_at", Text, nullable=False),
+        Index(f"{p}ix_transactions_state", "state"),
+    )
+
+
+def _outputs(md: MetaData, p: str) -> Table:
+    return Table(
+        f"{p}outputs", md,
+        Column("user", Text, primary_key=True),
+        Column("txid", String(64), primary_key=True),
+        Column("vout", BigInteger, primary_key=True),
+        Column("satoshis", BigInteger, nullable=False),
+        Column("locking_script", LargeBinary),
+        Column("basket", Text, nullable=False),
+        Column("tags", Text, nullable=False),
+        Column("change", Boolean, nullable=False),
+        Column("description", Text, nullable=False),
+        Column("custom_instructions", Text),
+        Column("is_coinbase", Boolean, nullable=False),
+        Column("matures_at_height", BigInteger),
+        Column("tx_state", String(16), nullable=False),
+        Column("preserved", Boolean),
+        Column("spender_reference", Text),
+        Column("spender_txid", String(64)),
+        Column("quarantined", Boolean, nullable=False),
+        Column("category", String(12), nullable=False),
+        Column("spendable", Boolean, nullable=False),
+        Column("evidence", Text, nullable=False),
+        Column("position", BigInteger, nullable=False),
+        # The hot query: a user's spendable outputs in a basket, largest first.
+        Index(f"{p}ix_outputs_spendable", "user", "basket", "spendable", "satoshis"),
+        Index(f"{p}ix_outputs_outpoint", "txid", "vout"),
+        Index(f"{p}ix_outputs_category", "user", "category"),
+        Index(f"{p}ix_outputs_maturity", "matures_at_height"),
+    )
+
+
+def _actions(md: MetaData, p: str) -> Table:
+    return Table(
+        f"{p}actions", md,
+        Column("user", Text, primary_key=True),
+        Column("reference", Text, primary_key=True),
+        Column("txid", String(64)),
+        Column("status", String(16), nullable=False),
+        Column("description", Text, nullable=False),
+        Column("satoshis_delta", BigInteger, nullable=False),
+        Column("is_outgoing", Boolean, nullable=False),
+        Column("aborted", Boolean, nullable=False),
+        Column("labels", Text, nullable=False),
+        Column("inputs", Text, nullable=False),
+        Column("outputs", Text, nullable=False),
+        Column("position", BigInteger, nullable=False),
+        Column("created_position", BigInteger, nullable=False),
+        Index(f"{p}ix_actions_txid", "txid"),
+        Index(f"{p}ix_actions_user_pos", "user", "created_position"),
+    )
+
+
+def _action_labels(md: MetaData, p: str) -> Table:
+    return Table(
+        f"{p}action_labels", md,
+        Column("user", Text, primary_key=True),
+        Column("label", Text, primary_key=True),
+        Column("reference", Text, primary_key=True),
+        Column("created_position", BigInteger, nullable=False),
+        Index(f"{p}ix_action_labels_pos", "user", "label", "created_position"),
+    )
+
+
+def _tx_audit(md: MetaData, p: str) -> Table:
+    return Table(
+        f"{p}tx_audit", md,
+        Column("audit_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("txid", String(64)),
+        Column("user", Text),
+        Column("reference", Text),
+        Column("event", String(40), nullable=False),
+        Column("from_state", String(16)),
+        Column("to_state", String(16)),
+        Column("details_json", Text, nullable=False),
+        Column("created_at", Text, nullable=False),
+        Index(f"{p}ix_tx_audit_txid", "txid", "audit_id"),
+        Index(f"{p}ix_tx_audit_event", "event", "audit_id"),
+    )
+
+
+def _headers(md: MetaData, p: str) -> Table:
+    return Table(
+        f"{p}headers", md,
+        Column("hash", String(64), primary_key=True),
+        Column("height", BigInteger, nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("merkle_root", String(64), nullable=False),
+        Column("active", Boolean, nullable=False),
+        Column("position", BigInteger, nullable=False),
+        Index(f"{p}ix_headers_height", "height", "active"),
+    )
+
+
+def _meta(md: MetaData, p: str) -> Table:
+    return Table(
+        f"{p}meta", md,
+        Column("name", String(32), primary_key=True),
+        Column("value", BigInteger),
+    )
+
+
+_BUILDERS = {
+    "transactions": _transactions, "outputs": _outputs, "actions": _actions,
+    "action_labels": _action_labels, "tx_audit": _tx_audit, "headers": _headers, "meta": _meta,
+}
+TABLE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+PRIMARY_KEYS: Mapping[str, tuple[str, ...]] = {
+    "transactions": ("txid",), "outputs": ("user", "txid", "vout"),
+    "actions": ("user", "reference"), "action_labels": ("user", "label", "reference"),
+    "tx_audit": ("audit_id",), "headers": ("hash",), "meta": ("name",),
+}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One complete set of read-model tables under a name prefix."""
+
+    prefix: str
+    metadata: MetaData
+    tables: Mapping[str, Table]
+
+    def table(self, name: str) -> Table:
+        return self.tables[name]
+
+
+def build_schema(prefix: str) -> Schema:
+    """The read-model tables named ``{prefix}{name}``."""
+    md = MetaData()
+    tables = {name: build(md, prefix) for name, build in _BUILDERS.items()}
+    return Schema(prefix, md, tables)
+
+
+def columns(schema: Schema, name: str) -> tuple[str, ...]:
+    """Column names of one table, in definition order."""
+    return tuple(c.name for c in schema.table(name).columns)

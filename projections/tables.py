@@ -1,0 +1,99 @@
+"""Projection table sets, the pointer to the live set, and the reader views.
+
+Two sets of tables (``a_*``, ``b_*``); the pointer row names the live one and the projection
+mode. Views with plain names (``outputs``, ``tx_audit``, ...) always select from the live set, so
+SQL readers and the query layer never see a half-built projection: a swap replaces the views and
+the pointer in one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
+
+from projections.db import Database, Dialect
+from projections.schema import POINTER_TABLE, SET_PREFIXES, TABLE_NAMES, build_schema
+
+MODES = ("inline", "catchup")
+_PG_SETUP_LOCK = 727_274_001
+
+
+def _dialect(d: Dialect) -> Any:
+    maker: Any = postgresql.dialect if d == "postgresql" else sqlite.dialect
+    return maker()
+
+
+def ddl_create_set(prefix: str, dialect: Dialect) -> list[str]:
+    """CREATE statements for one table set (idempotent)."""
+    schema, dia = build_schema(prefix), _dialect(dialect)
+    out = []
+    for table in schema.tables.values():
+        out.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dia)))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            out.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=dia)))
+    return out
+
+
+def ddl_drop_set(prefix: str, dialect: Dialect) -> list[str]:
+    schema, dia = build_schema(prefix), _dialect(dialect)
+    return [str(DropTable(t, if_exists=True).compile(dialect=dia))
+            for t in schema.tables.values()]
+
+
+def ddl_views(prefix: str) -> list[str]:
+    """Drop and recreate the reader views over set ``prefix``."""
+    out = []
+    for name in TABLE_NAMES:
+        out.append(f'DROP VIEW IF EXISTS "{name}"')
+        out.append(f'CREATE VIEW "{name}" AS SELECT * FROM "{prefix}{name}"')
+    return out
+
+
+def read_pointer(cur: Any) -> tuple[str, str]:
+    """(live prefix, mode) from inside a transaction."""
+    cur.execute(f'SELECT "active", "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1')
+    row = cur.fetchone()
+    assert row is not None, "projection pointer missing: open the ledger to set it up"
+    active, mode = (row["active"], row["mode"]) if isinstance(row, dict) else tuple(row)
+    assert active in SET_PREFIXES and mode in MODES, (active, mode)
+    return str(active), str(mode)
+
+
+def ensure_tables(db: Database) -> tuple[str, str]:
+    """Create the pointer, the first table set and the views if missing. Safe to race."""
+    with db.transaction(write=True) as cur:
+        if db.dialect == "postgresql":
+            cur.execute(f"SELECT pg_advisory_xact_lock({_PG_SETUP_LOCK})")
+        cur.execute(
+            f'CREATE TABLE IF NOT EXISTS "{POINTER_TABLE}" ("id" INTEGER PRIMARY KEY, '
+            '"active" VARCHAR(8) NOT NULL, "mode" VARCHAR(16) NOT NULL)')
+        cur.execute(f'SELECT "active", "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1')
+        if cur.fetchone() is None:
+            prefix = SET_PREFIXES[0]
+            for statement in ddl_create_set(prefix, db.dialect):
+                cur.execute(statement)
+            for statement in ddl_views(prefix):
+                cur.execute(statement)
+            cur.execute(f'INSERT INTO "{POINTER_TABLE}" ("id", "active", "mode") '
+                        f"VALUES (1, '{prefix}', 'inline')")
+        return read_pointer(cur)
+
+
+def set_mode(cur: Any, mode: str) -> None:
+    assert mode in MODES
+    cur.execute(f'UPDATE "{POINTER_TABLE}" SET "mode" = \'{mode}\' WHERE "id" = 1')
+
+
+def other_prefix(prefix: str) -> str:
+    a, b = SET_PREFIXES
+    return b if prefix == a else a
+
+
+def swap_to(cur: Any, prefix: str) -> None:
+    """Make ``prefix`` live: views and pointer, inside the caller's transaction."""
+    assert prefix in SET_PREFIXES
+    for statement in ddl_views(prefix):
+        cur.execute(statement)
+    cur.execute(f'UPDATE "{POINTER_TABLE}" SET "active" = \'{prefix}\' WHERE "id" = 1')
