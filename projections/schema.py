@@ -77,7 +77,8 @@ def _outputs(md: MetaData, p: str) -> Table:
         Column("evidence", Text, nullable=False),
         Column("position", BigInteger, nullable=False),
         # The hot query: a user's spendable outputs in a basket, largest first.
-        Index(f"{p}ix_outputs_spendable", "user", "basket", "spendable", "satoshis"),
+        Index(f"{p}ix_outputs_spendable", "user", "basket", "spendable", "satoshis", "txid",
+              "vout"),
         Index(f"{p}ix_outputs_outpoint", "txid", "vout"),
         Index(f"{p}ix_outputs_category", "user", "category"),
         Index(f"{p}ix_outputs_maturity", "matures_at_height"),

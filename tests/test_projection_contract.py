@@ -1,0 +1,105 @@
+"""Contract of every projection table, run on SQLite and on PostgreSQL (the ``led`` fixture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from adapters.world import World
+from ledger import Ledger, NewOutput, ProcessingStatus, ProviderResult
+from projections import queries
+
+
+def _history(world: World) -> dict[str, str]:
+    """Fund two users, one payment broadcast and proven, one aborted draft, one reorg."""
+    led = world.ledger
+    funds = world.fund("alice", [40_000, 30_000], labels=["salary"])
+    raw, _ = world.spend("alice", "rent", [funds[0]], [(25_000, world.script()), (15_000, None)],
+                         labels=["rent", "monthly"])
+    paid = led.sign_action("alice", "rent", raw_tx=raw).txid
+    led.record_broadcast(paid, [ProviderResult(provider="arc", status="seen")])
+    led.create_action("alice", "draft", description="never signed", inputs=[funds[1]],
+                      outputs=[NewOutput(vout=0, satoshis=30_000, locking_script=world.script(),
+                                         basket=None)])
+    led.abort_action("alice", "draft", reason="changed my mind")
+    world.prove([paid])
+    world.reorg(1, [[], []], salt="fork")
+    return {"paid": paid, "funding": funds[0].txid}
+
+
+def _sql(led: Ledger, statement: str) -> list[Any]:
+    with led._engine.connect() as conn:
+        return list(conn.execute(text(statement)))
+
+
+class TestProjectionContract:
+    """What each table promises, independent of the backend."""
+
+    def test_transactions_mirror_the_write_model(self, led: Ledger, world: World) -> None:
+        ids = _history(world)
+        tx = led.get_transaction(ids["paid"])
+        assert tx.state == ProcessingStatus.REORGING and tx.height is None
+        last = max(e.position for e in led.history(ids["paid"]))
+        assert tx.position == last
+        assert tx.raw_tx is not None and len(tx.raw_tx) > 60
+
+    def test_outputs_are_per_user_rows_with_one_category(self, led: Ledger, world: World) -> None:
+        ids = _history(world)
+        rows = _sql(led, 'SELECT "user", txid, vout, category, spendable FROM outputs')
+        by_key = {(r[0], r[1], r[2]): (r[3], bool(r[4])) for r in rows}
+        assert by_key[("alice", ids["funding"], 0)] == ("spent", False)
+        assert by_key[("alice", ids["funding"], 1)] == ("spendable", True), "abort released it"
+        assert by_key[("alice", ids["paid"], 1)] == ("spendable", True), "change kept in reorg"
+        assert ("alice", ids["paid"], 0) not in by_key, "paid-away output is not alice's"
+        assert all(spendable == (cat == "spendable") for cat, spendable in by_key.values())
+
+    def test_actions_track_status_delta_and_labels(self, led: Ledger, world: World) -> None:
+        _history(world)
+        rent = led.get_action("alice", "rent")
+        assert (rent.status, rent.satoshis_delta) == ("unproven", 15_000 - 40_000)
+        assert led.get_action("alice", "draft").status == "failed"
+        assert [a.reference for a in led.list_actions("alice", labels=["monthly"]).items] == ["rent"]
+        both = led.list_actions("alice", labels=["rent", "salary"], label_mode="all")
+        assert both.total == 0
+        assert led.list_actions("alice", labels=["rent", "salary"]).total == 2
+
+    def test_tx_audit_has_one_row_per_event_in_position_order(self, led: Ledger,
+                                                              world: World) -> None:
+        _history(world)
+        ids = [r[0] for r in _sql(led, "SELECT audit_id FROM tx_audit ORDER BY audit_id")]
+        events = led._log.read(after=0, limit=100_000)
+        assert ids == [position for position, _ in events]
+        kinds = {r[0] for r in _sql(led, "SELECT event FROM tx_audit")}
+        assert {"processing.changed", "broadcast.result", "proof.recorded", "proof.invalidated",
+                "action.created", "action.signed", "action.aborted",
+                "chain.block_connected", "chain.block_disconnected"} <= kinds
+
+    def test_headers_mark_the_active_chain(self, led: Ledger, world: World) -> None:
+        _history(world)
+        rows = _sql(led, "SELECT height, hash, active FROM headers ORDER BY height")
+        active = {r[0]: r[1] for r in rows if r[2]}
+        assert [active[b.height] for b in world.chain] == [b.hash for b in world.chain]
+        assert sum(1 for r in rows if not r[2]) == 1, "the orphaned block stays, inactive"
+        tip = led.chain_tip()
+        assert tip is not None and tip.hash == world.chain[-1].hash
+
+    def test_tracked_position_is_the_log_head(self, led: Ledger, world: World) -> None:
+        _history(world)
+        assert _sql(led, "SELECT value FROM meta WHERE name = 'position'")[0][0] == \
+            led.head_position()
+
+    def test_the_hot_query_is_an_index_range_scan_without_a_sort(self, led: Ledger,
+                                                                 world: World) -> None:
+        _history(world)
+        query = queries.outputs_page(queries.outputs_where("alice", basket="default"),
+                                     limit=100, offset=0)
+        with led._engine.connect() as conn:
+            sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            if conn.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+                assert "ix_outputs_spendable" in plan and "TEMP B-TREE" not in plan, plan
+            else:
+                conn.execute(text("SET enable_seqscan = off"))
+                plan = " ".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")))
+                assert "ix_outputs_spendable" in plan and "Sort" not in plan, plan
