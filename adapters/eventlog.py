@@ -51,6 +51,14 @@ class SqlReadModel:
         with self._engine.connect() as conn:
             return queries.active_header(conn, height)
 
+    def anchored_txids(self, block_hash: str) -> list[str]:
+        with self._engine.connect() as conn:
+            return queries.anchored_txids(conn, block_hash)
+
+    def unconfirmed_below(self, height: int) -> list[str]:
+        with self._engine.connect() as conn:
+            return queries.unconfirmed_below(conn, height)
+
 
 class BsvCodec:
     """The strict bsv-sdk wrapper behind the ledger's ``Codec`` port."""

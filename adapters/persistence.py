@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import RecordConflictError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from ledger.errors import StorageError
+from projections.inline import StaleDecision
 
 MAX_URL_CHARS = 2_000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -34,16 +36,42 @@ class InlineHook(Protocol):
                  stored: Sequence[StoredEvent]) -> None: ...
 
 
+MAX_IDS_PER_SELECT = 500
+
+
+def _run_hook(hook: InlineHook, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
+              stored: Sequence[StoredEvent]) -> None:
+    """Run the inline projection; a stale decision rolls the append back as a conflict."""
+    try:
+        hook(cursor, ids, events, stored)
+    except StaleDecision as err:
+        raise RecordConflictError(str(err)) from err
+
+
 class InlineSQLiteRecorder(SQLiteApplicationRecorder):
     """SQLite recorder whose append transaction also writes the inline projection."""
 
     inline_hook: InlineHook | None = None
 
+    def select_events_many(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every stored event of many streams, ordered by stream then version."""
+        out: list[StoredEvent] = []
+        for start in range(0, len(originator_ids), MAX_IDS_PER_SELECT):
+            chunk = [i.hex for i in originator_ids[start:start + MAX_IDS_PER_SELECT]]
+            marks = ",".join("?" * len(chunk))
+            with self.datastore.transaction(commit=False) as c:
+                c.execute(f"SELECT originator_id, originator_version, topic, state FROM "
+                          f"{self.events_table_name} WHERE originator_id IN ({marks}) "
+                          "ORDER BY originator_id, originator_version", chunk)
+                out += [StoredEvent(originator_id=UUID(r[0]), originator_version=r[1],
+                                    topic=r[2], state=r[3]) for r in c.fetchall()]
+        return out
+
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         if self.inline_hook is not None and ids:
-            self.inline_hook(c, ids, kwargs.get("ledger_events"), stored_events)
+            _run_hook(self.inline_hook, c, ids, kwargs.get("ledger_events"), stored_events)
         return ids
 
 
@@ -57,6 +85,22 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
 
     inline_hook: InlineHook | None = None
 
+    def select_events_many(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every stored event of many streams, ordered by stream then version."""
+        out: list[StoredEvent] = []
+        table = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        for start in range(0, len(originator_ids), MAX_IDS_PER_SELECT):
+            chunk = list(originator_ids[start:start + MAX_IDS_PER_SELECT])
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(f"SELECT originator_id, originator_version, topic, state FROM {table} "
+                             "WHERE originator_id = ANY(%s) "
+                             "ORDER BY originator_id, originator_version", (chunk,))
+                out += [StoredEvent(originator_id=r["originator_id"],
+                                    originator_version=r["originator_version"],
+                                    topic=r["topic"], state=bytes(r["state"]))
+                        for r in curs.fetchall()]
+        return out
+
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
         if not stored_events:
@@ -66,7 +110,7 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
             ids: Sequence[int] = [row["notification_id"] for row in curs.fetchall()]
             assert len(ids) == len(stored_events), (len(ids), len(stored_events))
             if self.inline_hook is not None:
-                self.inline_hook(curs, ids, kwargs.get("ledger_events"), stored_events)
+                _run_hook(self.inline_hook, curs, ids, kwargs.get("ledger_events"), stored_events)
         return ids
 
 

@@ -23,11 +23,7 @@ from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment
 
 from ledger.action import ActionAggregate
-from ledger.chain import (
-    DEFAULT_MAX_REORG_DEPTH_BLOCKS,
-    BlockProofsAggregate,
-    ChainAggregate,
-)
+from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS, ChainAggregate
 from ledger.errors import (
     BroadcastFailed,
     ConcurrencyConflict,
@@ -43,7 +39,6 @@ from ledger.errors import (
 from ledger.idempotency import IdempotencyRecord, payload_digest
 from ledger.identity import (
     action_id,
-    block_proofs_id,
     chain_id,
     idempotency_id,
     reservation_id,
@@ -124,6 +119,12 @@ class ReadModel(Protocol):
     def active_header(self, height: int) -> dict[str, Any] | None:
         """The active-chain header at ``height`` (hash, merkle_root, height), if known."""
 
+    def anchored_txids(self, block_hash: str) -> list[str]:
+        """Transactions whose current proof is in block ``block_hash``."""
+
+    def unconfirmed_below(self, height: int) -> list[str]:
+        """``unconfirmed`` transactions whose proof height is below ``height``."""
+
 
 class Broadcaster(Protocol):
     """Anything with a name that can hand a transaction to the network."""
@@ -183,6 +184,19 @@ class LedgerApplication(Application[UUID]):
             return None
         assert isinstance(agg, kind), (type(agg), kind)
         return agg
+
+    def _load_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
+        """Many streams in one round trip per chunk (reorgs and promotions touch thousands)."""
+        select_many = getattr(self.recorder, "select_events_many", None)
+        if select_many is None:
+            found = {i: self._load(i, kind) for i in aggregate_ids}
+            return {i: a for i, a in found.items() if a is not None}
+        aggregates: dict[UUID, Any] = {}
+        for stored in select_many(list(aggregate_ids)):
+            event: Any = self.mapper.to_domain_event(stored)
+            aggregates[event.originator_id] = event.mutate(aggregates.get(event.originator_id))
+        assert all(isinstance(a, kind) for a in aggregates.values())
+        return aggregates
 
     def _tx(self, txid: str) -> TransactionAggregate:
         tx = self._load(transaction_id(txid), TransactionAggregate)
@@ -447,16 +461,6 @@ class LedgerApplication(Application[UUID]):
                                f"{proof.leaf_offset}")
         return proof, header, proof_state(proof.block_height, int(tip["height"]))
 
-    def _anchor(self, header: dict[str, Any], txid: str) -> BlockProofsAggregate:
-        block = self._load(block_proofs_id(header["hash"]), BlockProofsAggregate)
-        if block is None:
-            block = BlockProofsAggregate.open(block_hash=header["hash"],
-                                              height=int(header["height"]))
-        if block.orphaned:
-            raise RecordConflictError(f"block {header['hash']} was orphaned meanwhile")
-        block.anchor(txid)
-        return block
-
     def record_proof(self, *, txid: str, merkle_path: bytes) -> None:
         def command() -> None:
             tx = self._tx(txid)
@@ -465,10 +469,9 @@ class LedgerApplication(Application[UUID]):
                 height=proof.block_height, block_hash=header["hash"],
                 merkle_root=proof.merkle_root, leaf_offset=proof.leaf_offset, bump=proof.bump,
                 target=target)
+            self.save(tx)
             if rejection is not None:
-                self.save(tx)
                 raise rejection
-            self.save(tx, self._anchor(header, txid))
 
         self.retrying(command)
 
@@ -478,41 +481,41 @@ class LedgerApplication(Application[UUID]):
             plan = chain.plan(headers, max_reorg_depth_blocks=self.settings.max_reorg_depth_blocks)
             if not plan.connect and not plan.disconnect:
                 return ChainChange([], [], [])
-            old_tip = chain.tip
             chain.execute(plan)
-            changed = _Changed(self)
-            affected = self._disconnect(plan.disconnect, changed)
-            for header in plan.connect:
-                block = changed.block(header, create=False)
-                if block is not None:
-                    block.reconnect()
-            new_tip = chain.tip
-            assert new_tip is not None
-            if old_tip is not None and not plan.disconnect:
-                affected += self._promote(old_tip, int(new_tip["height"]), changed)
-            self.save(chain, *changed.aggregates())
+            tip = chain.tip
+            assert tip is not None
+            txs: dict[str, TransactionAggregate] = {}
+            affected = self._disconnect(plan.disconnect, txs)
+            affected += self._promote(int(tip["height"]), txs)
+            self.save(chain, *txs.values())
             return ChainChange(list(plan.connect), list(plan.disconnect),
                                list(dict.fromkeys(affected)))
 
         return self.retrying(command)
 
-    def _disconnect(self, blocks: Sequence[dict[str, Any]], changed: _Changed) -> list[str]:
+    def _fetch_txs(self, txids: Sequence[str], into: dict[str, TransactionAggregate]) -> None:
+        missing = [t for t in dict.fromkeys(txids) if t not in into]
+        loaded = self._load_many([transaction_id(t) for t in missing], TransactionAggregate)
+        for tx in loaded.values():
+            into[tx.txid] = tx
+        assert all(t in into for t in missing), "the read model names a transaction never stored"
+
+    def _disconnect(self, blocks: Sequence[dict[str, Any]],
+                    txs: dict[str, TransactionAggregate]) -> list[str]:
+        """Every transaction proven in a disconnected block: ``ProofInvalidated``, ``reorging``."""
         affected = []
         for header in blocks:
-            block = changed.block(header, create=True)
-            assert block is not None
-            block.orphan()
-            for txid in block.txids:
-                tx = changed.tx(txid)
-                if tx.invalidate_proof(block_hash=header["hash"], reason="reorg"):
-                    affected.append(txid)
+            anchored = self.read_model.anchored_txids(header["hash"])
+            self._fetch_txs(anchored, txs)
+            affected += [t for t in anchored
+                         if txs[t].invalidate_proof(block_hash=header["hash"], reason="reorg")]
         return affected
 
-    def _promote(self, old_tip: dict[str, Any], tip_height: int, changed: _Changed) -> list[str]:
-        block = changed.block(old_tip, create=True)
-        assert block is not None
-        block.bury(tip_height)
-        return [txid for txid in block.txids if changed.tx(txid).promote(tip_height=tip_height)]
+    def _promote(self, tip_height: int, txs: dict[str, TransactionAggregate]) -> list[str]:
+        """Every ``unconfirmed`` transaction now below the tip becomes ``confirmed``."""
+        below = self.read_model.unconfirmed_below(tip_height)
+        self._fetch_txs(below, txs)
+        return [t for t in below if txs[t].promote(tip_height=tip_height)]
 
     # --- third-party receipts ----------------------------------------------------------------
 
@@ -533,7 +536,6 @@ class LedgerApplication(Application[UUID]):
 
         def command() -> None:
             tx = self._load(transaction_id(subject.txid), TransactionAggregate)
-            saved: list[Any] = []
             if tx is None:
                 tx = TransactionAggregate.create(
                     txid=subject.txid, raw_tx=subject.raw, state=S.SENT,
@@ -541,7 +543,7 @@ class LedgerApplication(Application[UUID]):
                     inputs=[f"{i.source_txid}:{i.source_vout}" for i in subject.inputs],
                     output_count=len(subject.outputs))
                 if proof_bytes is not None:
-                    saved += self._proof_for_new(tx, proof_bytes)
+                    self._proof_for_new(tx, proof_bytes)
                 elif results:
                     tx.record_broadcast([r.model_dump(mode="json") for r in results],
                                         broadcast_outcome([r.status for r in results]))
@@ -555,47 +557,17 @@ class LedgerApplication(Application[UUID]):
                     f"action {reference!r} of user {user!r} belongs to {action.txid}")
             action.internalize(txid=subject.txid, outputs=taken)
             action.add_labels(labels)
-            self.save(tx, action, *saved)
+            self.save(tx, action)
 
         self.retrying(command)
         return subject.txid, reference
 
-    def _proof_for_new(self, tx: TransactionAggregate, bump: bytes) -> list[Any]:
+    def _proof_for_new(self, tx: TransactionAggregate, bump: bytes) -> None:
         proof, header, target = self._validated_proof(tx.txid, bump, tx)
         rejection = tx.record_proof(
             height=proof.block_height, block_hash=header["hash"], merkle_root=proof.merkle_root,
             leaf_offset=proof.leaf_offset, bump=proof.bump, target=target)
         assert rejection is None, "sent -> unconfirmed/confirmed is always legal"
-        return [self._anchor(header, tx.txid)]
-
-
-class _Changed:
-    """Aggregates loaded once per command, saved together."""
-
-    def __init__(self, app: LedgerApplication) -> None:
-        self._app = app
-        self._txs: dict[str, TransactionAggregate] = {}
-        self._blocks: dict[str, BlockProofsAggregate] = {}
-
-    def tx(self, txid: str) -> TransactionAggregate:
-        if txid not in self._txs:
-            self._txs[txid] = self._app._tx(txid)
-        return self._txs[txid]
-
-    def block(self, header: dict[str, Any], *, create: bool) -> BlockProofsAggregate | None:
-        block_hash = header["hash"]
-        if block_hash not in self._blocks:
-            block = self._app._load(block_proofs_id(block_hash), BlockProofsAggregate)
-            if block is None and create:
-                block = BlockProofsAggregate.open(block_hash=block_hash,
-                                                  height=int(header["height"]))
-            if block is None:
-                return None
-            self._blocks[block_hash] = block
-        return self._blocks[block_hash]
-
-    def aggregates(self) -> list[Any]:
-        return [*self._blocks.values(), *self._txs.values()]
 
 
 def _declared(output: NewOutput) -> dict[str, Any]:

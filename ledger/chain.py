@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as BaseSnapshot
 
 from ledger.errors import ChainDiscontinuity, InvalidInput
-from ledger.identity import block_proofs_id, chain_id
+from ledger.identity import chain_id
 
 DEFAULT_MAX_REORG_DEPTH_BLOCKS = 1000
 WINDOW_BLOCKS = 2048
@@ -157,83 +157,3 @@ def _skip_known(chain: ChainAggregate, headers: list[dict[str, Any]]) -> list[di
             break
         headers.pop(0)
     return headers
-
-
-class BlockProofsAggregate(Aggregate):
-    """Transactions whose proof is anchored in one block.
-
-    Anchoring a proof and burying or orphaning the block write to the same stream, so a proof
-    validated against a chain that changed meanwhile collides and is re-validated.
-    """
-
-    TOPIC = "ledger.block"
-
-    class Event(Aggregate.Event):
-        TOPIC = "ledger.block.Event"
-        block_hash: str
-
-
-    class BlockOpened(Event, Aggregate.Created):
-        TOPIC = "ledger.block.BlockOpened"
-        block_hash: str
-        height: int
-
-    class ProofAnchored(Event):
-        TOPIC = "ledger.block.ProofAnchored"
-        txid: str
-
-        def apply(self, agg: BlockProofsAggregate) -> None:
-            if self.txid not in agg.txids:
-                agg.txids.append(self.txid)
-
-    class BlockBuried(Event):
-        TOPIC = "ledger.block.BlockBuried"
-        tip_height: int
-
-        def apply(self, agg: BlockProofsAggregate) -> None:
-            agg.buried = True
-
-    class BlockOrphaned(Event):
-        TOPIC = "ledger.block.BlockOrphaned"
-
-        def apply(self, agg: BlockProofsAggregate) -> None:
-            agg.orphaned = True
-
-    class BlockReconnected(Event):
-        TOPIC = "ledger.block.BlockReconnected"
-
-        def apply(self, agg: BlockProofsAggregate) -> None:
-            agg.orphaned = False
-            agg.buried = False
-
-    def __init__(self, block_hash: str, height: int) -> None:
-        self.block_hash = block_hash
-        self.height = height
-        self.txids: list[str] = []
-        self.buried = False
-        self.orphaned = False
-
-    @classmethod
-    def open(cls, *, block_hash: str, height: int) -> BlockProofsAggregate:
-        """The anchor stream of a block, created on first use."""
-        return cls._create(cls.BlockOpened, id=block_proofs_id(block_hash),
-                           block_hash=block_hash, height=height)
-
-    def _emit(self, event_class: type[Aggregate.Event], **kwargs: Any) -> None:
-        self.trigger_event(event_class, block_hash=self.block_hash, **kwargs)
-
-    def anchor(self, txid: str) -> None:
-        if txid not in self.txids:
-            self._emit(self.ProofAnchored, txid=txid)
-
-    def bury(self, tip_height: int) -> None:
-        if not self.buried:
-            self._emit(self.BlockBuried, tip_height=tip_height)
-
-    def orphan(self) -> None:
-        if not self.orphaned:
-            self._emit(self.BlockOrphaned)
-
-    def reconnect(self) -> None:
-        if self.orphaned:
-            self._emit(self.BlockReconnected)

@@ -31,8 +31,3 @@ def idempotency_id(key: str) -> UUID:
 def chain_id() -> UUID:
     """The single header-chain stream."""
     return uuid5(_NAMESPACE, "chain")
-
-
-def block_proofs_id(block_hash: str) -> UUID:
-    """The stream of proofs anchored in one block (serialises proofs against reorgs)."""
-    return uuid5(_NAMESPACE, f"block{_SEP}{block_hash}")

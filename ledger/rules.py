@@ -152,7 +152,12 @@ def broadcast_outcome(statuses: Sequence[ProviderStatus | str]) -> BroadcastOutc
     """SPEC §4 "Broadcast outcome", rules 1-4 in order."""
     if not statuses:
         raise InvalidInput("a broadcast outcome needs at least one provider result")
-    got = [ProviderStatus(s) for s in statuses]
+    try:
+        got = [ProviderStatus(s) for s in statuses]
+    except ValueError:
+        valid = ", ".join(s.value for s in ProviderStatus)
+        shown = [str(x)[:40] for x in statuses][:5]
+        raise InvalidInput(f"unknown provider status in {shown}; valid: {valid}") from None
     if ProviderStatus.DOUBLE_SPEND in got:
         return BroadcastOutcome(S.DOUBLE_SPEND)
     seen = got.count(ProviderStatus.SEEN)
@@ -169,6 +174,12 @@ _PROGRESS: tuple[ProcessingStatus, ...] = (
 )
 
 
+_KEEPS_STATE_ON_BROADCAST: frozenset[ProcessingStatus] = frozenset(
+    {S.UNCONFIRMED, S.CONFIRMED, S.REORGING, S.FROZEN})
+"""A mined (or reorging) transaction's proof outranks a provider's late verdict, and an
+operator's freeze outranks any broadcast: their results are recorded, the state is kept."""
+
+
 def _rank(state: ProcessingStatus) -> int | None:
     return _PROGRESS.index(state) if state in _PROGRESS else None
 
@@ -177,10 +188,10 @@ def broadcast_path(current: ProcessingStatus, target: ProcessingStatus) -> tuple
     """The legal moves that take ``current`` to a broadcast outcome ``target``; () keeps it.
 
     A transaction already past the outcome keeps its state (a late ``success`` for a confirmed
-    transaction). A move the table lacks may go through ``sending`` (``queued -> sending -> seen``).
+    transaction), and so does a mined, reorging or frozen one, whatever the verdict. A move the table lacks may go through ``sending`` (``queued -> sending -> seen``).
     A move that is illegal either way keeps the state: the result is still recorded.
     """
-    if current == target:
+    if current == target or current in _KEEPS_STATE_ON_BROADCAST:
         return ()
     cur_rank, tgt_rank = _rank(current), _rank(target)
     if cur_rank is not None and tgt_rank is not None and cur_rank >= tgt_rank:

@@ -36,7 +36,8 @@ MAX_OUTPUTS = 10_000
 MAX_INPUTS = 10_000
 MAX_DETAILS_BYTES = 16_000
 
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_VOUT_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 def _check_text(value: str, what: str, max_bytes: int) -> str:
@@ -67,7 +68,7 @@ def _name(value: str) -> str:
 
 def normalize_txid(value: Any) -> str:
     """A txid as 64 lowercase hex characters; ``ValueError`` otherwise."""
-    if not isinstance(value, str) or not _HEX64.match(value):
+    if not isinstance(value, str) or not _HEX64.fullmatch(value):
         shown = value if not isinstance(value, str) else value[:80]
         raise ValueError(f"a txid is 64 hex characters, got {shown!r}")
     return value.lower()
@@ -112,7 +113,7 @@ class Outpoint(Value):
         if not isinstance(text, str) or text.count(":") != 1:
             raise InvalidInput(f"an outpoint is written TXID:VOUT, got {str(text)[:100]!r}")
         txid, _, vout = text.partition(":")
-        if not vout.isdigit():
+        if not _VOUT_DIGITS.fullmatch(vout):
             raise InvalidInput(f"the vout of an outpoint is a whole number, got {vout[:20]!r}")
         return validated(cls, txid=txid, vout=int(vout))
 

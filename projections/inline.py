@@ -10,12 +10,39 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from projections.projector import project
+from projections.projector import project, tip_height
 from projections.schema import SET_PREFIXES, build_schema
 from projections.stores import Dialect, SqlRowStore, SqlStatements
 from projections.tables import read_pointer
 
 Decode = Callable[[Any], Any]
+_PROOF_RECORDED = "ledger.transaction.ProofRecorded"
+_BLOCK_CONNECTED = "ledger.chain.BlockConnected"
+_BLOCK_DISCONNECTED = "ledger.chain.BlockDisconnected"
+
+
+class StaleDecision(Exception):
+    """A command decided on chain state that changed before it committed. Retry it."""
+
+
+def check_chain_invariants(store: SqlRowStore, events: Sequence[Any]) -> None:
+    """Cross-stream invariants checked at commit, where appends are serialised: a proof is
+    anchored in an active block; a disconnected block keeps no proven transaction; no
+    ``unconfirmed`` transaction is left below the tip."""
+    connected = False
+    for event in events:
+        topic = type(event).TOPIC
+        if topic == _PROOF_RECORDED:
+            header = store.get("headers", (event.block_hash,))
+            if header is None or not header["active"]:
+                raise StaleDecision(f"block {event.block_hash} is not on the active chain")
+        elif topic == _BLOCK_DISCONNECTED and store.transactions_where("block_hash", event.hash):
+            raise StaleDecision(f"a proof in block {event.hash} was not invalidated")
+        connected = connected or topic == _BLOCK_CONNECTED
+    tip = tip_height(store)
+    if connected and tip is not None and store.transactions_where(
+            "state", "unconfirmed", below=("height", tip)):
+        raise StaleDecision(f"unconfirmed transactions were left below the tip {tip}")
 
 
 class InlineProjection:
@@ -38,4 +65,5 @@ class InlineProjection:
         store = SqlRowStore(cursor, self._statements[prefix])
         for position, event in zip(ids, events, strict=True):
             project(store, position, event)
+        check_chain_invariants(store, events)
         store.flush()

@@ -416,11 +416,6 @@ HANDLERS: dict[str, Handler] = {
     "ledger.reservation.OutpointQuarantined": _audit_only("reservation.quarantined",
                                                           _outpoint_txid),
     "ledger.idempotency.KeyUsed": _audit_only("idempotency.key_used"),
-    "ledger.block.BlockOpened": _audit_only("block.opened"),
-    "ledger.block.ProofAnchored": _audit_only("block.proof_anchored", lambda e: {"txid": e.txid}),
-    "ledger.block.BlockBuried": _audit_only("block.buried"),
-    "ledger.block.BlockOrphaned": _audit_only("block.orphaned"),
-    "ledger.block.BlockReconnected": _audit_only("block.reconnected"),
 }
 
 

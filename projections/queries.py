@@ -190,6 +190,19 @@ def active_header(conn: Connection, height: int) -> dict[str, Any] | None:
     return None if row is None else _decode(row, _HEADERS)
 
 
+def anchored_txids(conn: Connection, block_hash: str) -> list[str]:
+    """Transactions whose current proof is in ``block_hash`` (any state)."""
+    query = select(_TX.c.txid).where(_TX.c.block_hash == block_hash).order_by(_TX.c.txid)
+    return [str(r[0]) for r in conn.execute(query)]
+
+
+def unconfirmed_below(conn: Connection, height: int) -> list[str]:
+    """``unconfirmed`` transactions proven below ``height``."""
+    query = (select(_TX.c.txid).where(and_(_TX.c.state == ProcessingStatus.UNCONFIRMED.value,
+                                           _TX.c.height < height)).order_by(_TX.c.txid))
+    return [str(r[0]) for r in conn.execute(query)]
+
+
 def chain_tip(conn: Connection) -> dict[str, Any] | None:
     tip = meta(conn, "tip_height")
     return None if tip is None else active_header(conn, tip)

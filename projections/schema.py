@@ -48,7 +48,8 @@ def _transactions(md: MetaData, p: str) -> Table:
         Column("proof_position", BigInteger),
         Column("created_at", Text, nullable=False),
         Column("updated_at", Text, nullable=False),
-        Index(f"{p}ix_transactions_state", "state"),
+        Index(f"{p}ix_transactions_state", "state", "height"),
+        Index(f"{p}ix_transactions_block", "block_hash"),
     )
 
 

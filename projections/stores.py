@@ -213,6 +213,23 @@ class SqlRowStore:
                 if r is not None and r["is_coinbase"] and r["matures_at_height"] is not None
                 and lo_exclusive < r["matures_at_height"] <= hi_inclusive]
 
+    def transactions_where(self, column: str, value: Any, *, below: tuple[str, int] | None = None
+                           ) -> list[Row]:
+        """Transaction rows with ``column == value`` (and ``below[0] < below[1]``), as this
+        transaction sees them: cached rows win over stored ones."""
+        t, ph = self._sql.table("transactions"), self._sql.ph
+        statement = f"SELECT {_q('txid')} FROM {t} WHERE {_q(column)} = {ph}"
+        params: list[Any] = [value]
+        if below is not None:
+            statement += f" AND {_q(below[0])} < {ph}"
+            params.append(below[1])
+        self._cur.execute(statement, tuple(params))
+        txids = {(_values(r, ("txid",))[0],) for r in self._cur.fetchall()}
+        txids |= {k for k, r in self._cache["transactions"].items() if r is not None}
+        rows = [self.get("transactions", k) for k in sorted(txids)]
+        return [r for r in rows if r is not None and r[column] == value
+                and (below is None or (r[below[0]] is not None and r[below[0]] < below[1]))]
+
     def flush(self) -> int:
         """Write every changed and appended row; returns the number of rows written."""
         written = 0
