@@ -189,7 +189,8 @@ def broadcast_path(current: ProcessingStatus, target: ProcessingStatus) -> tuple
 
     A transaction already past the outcome keeps its state (a late ``success`` for a confirmed
     transaction), and so does a mined, reorging or frozen one, whatever the verdict. A move the
-    table lacks may go through ``sending`` (``queued -> sending -> seen``). A move that is illegal either way keeps the state: the result is still recorded.
+    table lacks may go through ``sending`` (``queued -> sending -> seen``). A move that is
+    illegal either way keeps the state: the result is still recorded.
     """
     if current == target or current in _KEEPS_STATE_ON_BROADCAST:
         return ()
