@@ -51,6 +51,10 @@ class SqlReadModel:
         with self._engine.connect() as conn:
             return queries.active_header(conn, height)
 
+    def tip_height(self) -> int | None:
+        with self._engine.connect() as conn:
+            return queries.meta(conn, "tip_height")
+
     def anchored_txids(self, block_hash: str) -> list[str]:
         with self._engine.connect() as conn:
             return queries.anchored_txids(conn, block_hash)

@@ -26,6 +26,7 @@ from ledger.errors import StorageError
 from projections.inline import StaleDecision
 
 MAX_URL_CHARS = 2_000
+_PG_CREATE_TABLE_LOCK = 727_274_000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -84,6 +85,20 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
     """
 
     inline_hook: InlineHook | None = None
+
+    def create_table(self) -> None:
+        """The base class's DDL, serialised across processes by a session advisory lock.
+
+        Every open runs ``CREATE OR REPLACE FUNCTION`` (and ``CREATE TYPE``, ``CREATE TABLE IF
+        NOT EXISTS``); two processes opening the same database at once made PostgreSQL fail one
+        of them with "tuple concurrently updated" (or a duplicate-key error on a fresh schema).
+        """
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_PG_CREATE_TABLE_LOCK,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_CREATE_TABLE_LOCK,))
 
     def select_events_many(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every stored event of many streams, ordered by stream then version."""

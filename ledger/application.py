@@ -119,6 +119,9 @@ class ReadModel(Protocol):
     def active_header(self, height: int) -> dict[str, Any] | None:
         """The active-chain header at ``height`` (hash, merkle_root, height), if known."""
 
+    def tip_height(self) -> int | None:
+        """The active chain's tip height, if any header is known."""
+
     def anchored_txids(self, block_hash: str) -> list[str]:
         """Transactions whose current proof is in block ``block_hash``."""
 
@@ -316,8 +319,8 @@ class LedgerApplication(Application[UUID]):
         if parsed.locktime and any(i.sequence != SEQUENCE_FINAL for i in parsed.inputs):
             if parsed.locktime >= LOCKTIME_HEIGHT_LIMIT:
                 return S.NONFINAL if parsed.locktime > time.time() else S.QUEUED
-            tip = self.chain_tip()
-            if tip is None or parsed.locktime > int(tip["height"]):
+            tip = self.read_model.tip_height()
+            if tip is None or parsed.locktime > tip:
                 return S.NONFINAL
         return S.QUEUED
 
@@ -435,23 +438,18 @@ class LedgerApplication(Application[UUID]):
 
     # --- proofs and chain --------------------------------------------------------------------
 
-    def chain_tip(self) -> dict[str, Any] | None:
-        chain = self._load(chain_id(), ChainAggregate)
-        return chain.tip if chain is not None else None
-
     def _validated_proof(self, txid: str, merkle_path: bytes,
                          tx: TransactionAggregate | None) -> tuple[ParsedProof, dict[str, Any],
                                                                    ProcessingStatus]:
         proof = self.codec.parse_bump(merkle_path, txid)
         header = self.read_model.active_header(proof.block_height)
-        tip = self.chain_tip()
+        tip = self.read_model.tip_height()
         if header is None or tip is None:
             raise InvalidProof(
                 f"no active header at height {proof.block_height}: apply the headers "
                 "up to that block first (apply_headers)")
-        if proof.block_height > int(tip["height"]):
-            raise InvalidProof(
-                f"proof height {proof.block_height} is above the chain tip {tip['height']}")
+        if proof.block_height > tip:
+            raise InvalidProof(f"proof height {proof.block_height} is above the chain tip {tip}")
         if header["merkle_root"] != proof.merkle_root:
             raise InvalidProof(
                 f"the proof's merkle root {proof.merkle_root} is not the root of the active "
@@ -459,7 +457,7 @@ class LedgerApplication(Application[UUID]):
         if tx is not None and tx.is_coinbase and proof.leaf_offset != 0:
             raise InvalidProof(f"coinbase {txid} must be at offset 0, proof says "
                                f"{proof.leaf_offset}")
-        return proof, header, proof_state(proof.block_height, int(tip["height"]))
+        return proof, header, proof_state(proof.block_height, tip)
 
     def record_proof(self, *, txid: str, merkle_path: bytes) -> None:
         def command() -> None:

@@ -26,6 +26,8 @@ from ledger.application import (
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS
 from ledger.errors import (
     InvalidInput,
+    InvalidProof,
+    InvalidTransaction,
     LedgerError,
     StorageError,
     UnknownAction,
@@ -87,13 +89,17 @@ def _storage_errors(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
-def _bytes(what: str, value: Any, max_bytes: int = MAX_RAW_TX_BYTES) -> bytes:
+def _bytes(what: str, value: Any, max_bytes: int = MAX_RAW_TX_BYTES, *,
+           empty: type[LedgerError] = InvalidInput) -> bytes:
+    """Type and size checks; ``empty`` is the error for zero bytes (the content's own error:
+    an empty raw tx is an InvalidTransaction like a truncated one, an empty BUMP an
+    InvalidProof)."""
     if isinstance(value, bytearray | memoryview):
         value = bytes(value)
     if not isinstance(value, bytes):
         raise InvalidInput(f"{what} must be bytes, got {type(value).__name__}")
     if not value:
-        raise InvalidInput(f"{what} is empty")
+        raise empty(f"{what} is empty")
     if len(value) > max_bytes:
         raise InvalidInput(f"{what} is {len(value)} bytes; at most {max_bytes}")
     return value
@@ -326,7 +332,7 @@ class Ledger(LedgerView):
                     input_beef: bytes | None = None, nosend: bool = False) -> TransactionView:
         """Bind the draft to its signed transaction, checked against the draft."""
         user, reference = check_name("user", user), check_name("reference", reference)
-        raw = _bytes("raw_tx", raw_tx)
+        raw = _bytes("raw_tx", raw_tx, empty=InvalidTransaction)
         if input_beef is not None:
             _bytes("input_beef", input_beef, 50_000_000)
         txid = self._app.sign_action(user=user, reference=reference, raw_tx=raw,
@@ -355,7 +361,8 @@ class Ledger(LedgerView):
             raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
         outs = [coerce(InternalizeOutput, o, "output") for o in outputs]
         _, reference = self._app.internalize_action(
-            user=user, beef=_bytes("beef", beef, 50_000_000), outputs=outs,
+            user=user, beef=_bytes("beef", beef, 50_000_000, empty=InvalidTransaction),
+            outputs=outs,
             description=description, labels=check_names("labels", list(labels)),
             reference=ref, broadcasters=list(broadcasters))
         return self.get_action(user, reference)
@@ -402,7 +409,8 @@ class Ledger(LedgerView):
     def record_proof(self, txid: str, merkle_path: bytes) -> TransactionView:
         """Validate a BUMP against the active chain and move to unconfirmed/confirmed."""
         txid = check_txid(txid)
-        self._app.record_proof(txid=txid, merkle_path=_bytes("merkle_path", merkle_path))
+        bump = _bytes("merkle_path", merkle_path, empty=InvalidProof)
+        self._app.record_proof(txid=txid, merkle_path=bump)
         return self.get_transaction(txid)
 
     @_storage_errors

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from projections.projector import project, tip_height
+from projections.projector import project, tip_height, txids_of
 from projections.schema import SET_PREFIXES, build_schema
 from projections.stores import Dialect, SqlRowStore, SqlStatements
 from projections.tables import read_pointer
@@ -63,6 +63,8 @@ class InlineProjection:
         if events is None or len(events) != len(ids):
             events = [self._decode(s) for s in stored]
         store = SqlRowStore(cursor, self._statements[prefix])
+        if len(events) > 1:
+            store.prefetch(txids_of(events))
         for position, event in zip(ids, events, strict=True):
             project(store, position, event)
         check_chain_invariants(store, events)

@@ -429,6 +429,11 @@ def project(store: RowStore, position: int, event: Any) -> None:
     _set_meta(store, "position", position)
 
 
+def txids_of(events: Iterable[Any]) -> set[str]:
+    """The transactions a batch of events touches (for prefetching their rows)."""
+    return {t for e in events if isinstance(t := getattr(e, "txid", None), str)}
+
+
 def project_all(store: RowStore, items: Iterable[tuple[int, Any]]) -> int:
     """Apply events in log order; returns how many."""
     count = 0

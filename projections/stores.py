@@ -4,6 +4,7 @@ catch-up) over a raw DB-API cursor, so inline rows commit in the event store's o
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -14,6 +15,7 @@ from projections.schema import JSON_COLUMNS, PRIMARY_KEYS, Schema, columns
 
 Dialect = Literal["sqlite", "postgresql"]
 Key = tuple[Any, ...]
+PREFETCH_CHUNK = 400
 BOOL_COLUMNS = frozenset({"was_broadcast", "is_coinbase", "change", "preserved", "quarantined",
                           "spendable", "is_outgoing", "aborted", "active"})
 _APPEND_ONLY = frozenset({"tx_audit", "action_labels"})
@@ -111,16 +113,25 @@ class SqlStatements:
     def table(self, name: str) -> str:
         return _q(self.schema.table(name).name)
 
-    def select(self, name: str, where: Sequence[str], extra: str = "") -> str:
+    @functools.cache  # noqa: B019 - a handful of statements per instance, instances live long
+    def select(self, name: str, where: tuple[str, ...]) -> str:
         cols = ", ".join(_q(c) for c in self.cols[name])
         cond = " AND ".join(f"{_q(c)} = {self.ph}" for c in where)
-        return f"SELECT {cols} FROM {self.table(name)} WHERE {cond}{extra}"
+        return f"SELECT {cols} FROM {self.table(name)} WHERE {cond}"
 
+    @functools.cache  # noqa: B019
+    def select_in(self, name: str, column: str, count: int) -> str:
+        cols = ", ".join(_q(c) for c in self.cols[name])
+        marks = ", ".join(self.ph for _ in range(count))
+        return f"SELECT {cols} FROM {self.table(name)} WHERE {_q(column)} IN ({marks})"
+
+    @functools.cache  # noqa: B019
     def insert(self, name: str) -> str:
         cols = self.cols[name]
         marks = ", ".join(self.ph for _ in cols)
         return f"INSERT INTO {self.table(name)} ({', '.join(_q(c) for c in cols)}) VALUES ({marks})"
 
+    @functools.cache  # noqa: B019
     def upsert(self, name: str) -> str:
         pk = PRIMARY_KEYS[name]
         rest = [c for c in self.cols[name] if c not in pk]
@@ -195,6 +206,21 @@ class SqlRowStore:
         cache = self._cache[table]
         rows = [cache[k] for k in sorted(self._by_txid[table].get(txid, ()))]
         return [r for r in rows if r is not None and r.get("txid") == txid]
+
+    def prefetch(self, txids: Iterable[str]) -> None:
+        """Load the rows of many transactions in a few round trips (a reorg touches thousands)."""
+        wanted = sorted(set(txids) - self._loaded_txids["outputs"])
+        for start in range(0, len(wanted), PREFETCH_CHUNK):
+            chunk = wanted[start:start + PREFETCH_CHUNK]
+            for table in ("transactions", "outputs", "actions"):
+                statement = self._sql.select_in(table, "txid", len(chunk))
+                list(self._fetch(table, statement, chunk))
+            for table in ("outputs", "actions"):
+                self._loaded_txids[table].update(chunk)
+            known = {k[0] for k, r in self._cache["transactions"].items() if r is not None}
+            for txid in chunk:
+                if txid not in known:
+                    self._cache["transactions"][(txid,)] = None
 
     def outputs_of_tx(self, txid: str) -> list[Row]:
         return self._of_tx("outputs", txid)
