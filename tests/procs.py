@@ -1,0 +1,404 @@
+"""Child processes for the reliability tests, and the parent-side handle that drives them.
+
+A child is a fresh interpreter (``python tests/procs.py ROLE JSON``): no state is shared with
+the test process except the database. Children talk to the parent over pipes only:
+
+- the parent writes lines to the child's stdin (``go``, ``exit``) -- used as barriers;
+- the child writes one JSON object per line to its stdout with a single unbuffered ``os.write``.
+  A line is the child's acknowledgement that the command before it *returned*. Data written to a
+  pipe lives in the kernel's pipe buffer, owned by the parent's read end, so an acknowledgement
+  sent just before a SIGKILL is still read by the parent (unlike a file, a pipe needs no fsync).
+
+Parent side: :class:`Child` (start, send, recv with a safety deadline, SIGKILL), plus helpers
+that read the projection position straight from the database and wait until a killed child's
+PostgreSQL sessions are gone. Every wait is on a condition (a line, a row, a backend list); the
+deadlines only turn a hang into a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve()
+DEADLINE_S = 60.0
+
+
+# ============================================================================================
+# parent side
+# ============================================================================================
+
+class ChildFailed(AssertionError):
+    """A child exited, said something unexpected, or stayed silent past the deadline."""
+
+
+class Child:
+    """One child process running ``ROLE`` with ``args``."""
+
+    def __init__(self, role: str, args: dict[str, Any], *, tag: str | None = None) -> None:
+        self.role = role
+        self.tag = tag or f"wl-{role}-{uuid.uuid4().hex[:10]}"
+        self._err = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the child
+            prefix=f"{self.tag}-", suffix=".stderr", delete=False)
+        env = {**os.environ, "PGAPPNAME": self.tag, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE), role, json.dumps(args)], cwd=str(ROOT), env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.killed = False
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._lines.put(raw.decode().rstrip("\n"))
+        self._lines.put(None)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr_tail(self, chars: int = 3000) -> str:
+        try:
+            return Path(self._err.name).read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((line + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise ChildFailed(f"{self.tag} is gone; stderr:\n{self.stderr_tail()}") from None
+
+    def recv(self, timeout: float = DEADLINE_S) -> dict[str, Any] | None:
+        """The next message; ``None`` at end of stream (the child exited or was killed)."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise ChildFailed(f"{self.tag} said nothing for {timeout}s; stderr:\n"
+                              f"{self.stderr_tail()}") from None
+        if line is None:
+            return None
+        msg: dict[str, Any] = json.loads(line)
+        if msg.get("fatal"):
+            raise ChildFailed(f"{self.tag} crashed: {msg['fatal']}\n{self.stderr_tail()}")
+        return msg
+
+    def expect(self, kind: str, timeout: float = DEADLINE_S) -> dict[str, Any]:
+        msg = self.recv(timeout)
+        if msg is None or msg.get("kind") != kind:
+            raise ChildFailed(f"{self.tag}: expected {kind!r}, got {msg!r}; exit code "
+                              f"{self.proc.poll()}; stderr:\n{self.stderr_tail()}")
+        return msg
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every message still buffered after the child ended (it must have ended)."""
+        assert self.proc.poll() is not None
+        self._reader.join(timeout=DEADLINE_S)
+        out = []
+        while True:
+            msg = self.recv(timeout=DEADLINE_S)
+            if msg is None:
+                return out
+            out.append(msg)
+
+    def kill(self) -> int:
+        """SIGKILL the child (it gets no chance to clean up) and reap it."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.killed = True
+        return self.proc.wait(timeout=DEADLINE_S)
+
+    def wait(self, timeout: float = DEADLINE_S) -> int:
+        code = self.proc.wait(timeout=timeout)
+        if code != 0:
+            raise ChildFailed(f"{self.tag} exited with {code}; stderr:\n{self.stderr_tail()}")
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._err.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._err.name)
+
+
+def barrier(children: list[Child], ready: str = "ready") -> list[dict[str, Any]]:
+    """Wait until every child reported ``ready``, then release them all at once."""
+    msgs = [c.expect(ready) for c in children]
+    for c in children:
+        c.send("go")
+    return msgs
+
+
+def _pg_parts(url: str) -> tuple[str, str | None]:
+    base, _, query = url.partition("?")
+    schema = query.split("schema=", 1)[1].split("&")[0] if "schema=" in query else None
+    return base, schema
+
+
+def projection_position(url: str) -> int:
+    """The projection's tracked position, read straight from the ``meta`` view (0 if none)."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+        conn = sqlite3.connect(url[len("sqlite:///"):], timeout=30)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'position'").fetchone()
+        finally:
+            conn.close()
+    else:
+        import psycopg
+        base, schema = _pg_parts(url)
+        opts = f"-csearch_path={schema}" if schema else ""
+        with psycopg.connect(base, options=opts, autocommit=True) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE name = 'position'").fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def wait_pg_sessions_gone(url: str, tags: list[str], timeout: float = DEADLINE_S) -> None:
+    """After a SIGKILL, wait until the server has ended the child's sessions (so whatever it
+    had in flight is committed or rolled back for good before the parent looks)."""
+    if not url.startswith("postgres"):
+        return
+    import psycopg
+    base, _ = _pg_parts(url)
+    until = time.monotonic() + timeout
+    with psycopg.connect(base, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                               "= ANY(%s)", (tags,)).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            if time.monotonic() > until:
+                raise ChildFailed(f"PostgreSQL sessions of {tags} outlived their processes")
+            time.sleep(0.01)
+
+
+def poll_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_S,
+               interval: float = 0.005) -> Any:
+    """Poll ``check`` until it returns something truthy."""
+    until = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > until:
+            raise ChildFailed(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+# ============================================================================================
+# child side
+# ============================================================================================
+
+def _say(**msg: Any) -> None:
+    data = (json.dumps(msg, sort_keys=True) + "\n").encode()
+    # One write() of a short line to a pipe is atomic and unbuffered: once it returns, the
+    # acknowledgement is in the kernel and survives this process.
+    written = os.write(1, data)
+    assert written == len(data)
+
+
+def _await_go() -> bool:
+    line = sys.stdin.readline()
+    if line.strip() not in ("go", "exit", ""):
+        raise RuntimeError(f"unexpected parent message {line!r}")
+    return line.strip() == "go"
+
+
+def _open(url: str, mode: str = "inline") -> Any:
+    from ledger import Ledger
+    return Ledger.open(url, projections=mode)
+
+
+def _one_sat_out() -> Any:
+    from ledger import NewOutput
+    return NewOutput(vout=0, satoshis=1, locking_script=b"\x51", basket=None)
+
+
+def _count_collisions(led: Any) -> list[int]:
+    """Instrumentation only: count saves refused by the event store's optimistic-concurrency
+    check (the collisions the command handlers then retry)."""
+    from eventsourcing.persistence import RecordConflictError
+    app = led._app
+    seen = [0]
+    save = app.save
+
+    def counting_save(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return save(*args, **kwargs)
+        except RecordConflictError:
+            seen[0] += 1
+            raise
+
+    app.save = counting_save
+    return seen
+
+
+def role_race(args: dict[str, Any]) -> None:
+    """Reservation race: each round, try to reserve every outpoint (own shuffled order)."""
+    from ledger import ConcurrencyConflict, Outpoint, OutputAlreadyReserved
+    led = _open(args["url"])
+    collisions = _count_collisions(led)
+    rng = random.Random(args["seed"])
+    ops = [Outpoint.parse(o) for o in args["outpoints"]]
+    proc, user = args["proc"], args["user"]
+    round_no = 0
+    _say(kind="ready")
+    while _await_go():
+        order = ops[:]
+        if args["orders"][round_no] == "shuffled":
+            rng.shuffle(order)
+        won: dict[str, str] = {}
+        lost: list[str] = []
+        conflicts = 0
+        collisions[0] = 0
+        for i, op in enumerate(order):
+            ref = f"r{round_no}-p{proc}-{i}"
+            while True:
+                try:
+                    led.create_action(user, ref, description=f"race {proc}", inputs=[op],
+                                      outputs=[_one_sat_out()])
+                    won[str(op)] = ref
+                except OutputAlreadyReserved:
+                    lost.append(str(op))
+                except ConcurrencyConflict:
+                    conflicts += 1
+                    continue
+                break
+        _say(kind="result", won=won, lost=lost, conflicts=conflicts, collisions=collisions[0])
+        round_no += 1
+    led.close()
+
+
+def role_open(args: dict[str, Any]) -> None:
+    """Open the ledger when released (several rounds), and report what it saw."""
+    _say(kind="ready")
+    while _await_go():
+        with _open(args["url"]) as led:
+            _say(kind="result", head=led.head_position(), mode=led.projection_mode)
+        _say(kind="ready")
+
+
+def role_idem(args: dict[str, Any]) -> None:
+    """Idempotency race: one create_action per round, released by the parent's ``go``."""
+    from ledger import LedgerError, Outpoint
+    led = _open(args["url"])
+    for job in args["jobs"]:
+        _say(kind="ready", key=job["key"])
+        if not _await_go():
+            break
+        try:
+            view = led.create_action(
+                job["user"], job["ref"], description=job["description"],
+                inputs=[Outpoint.parse(o) for o in job["inputs"]], outputs=[_one_sat_out()],
+                idempotency_key=job["key"])
+            _say(kind="result", key=job["key"], ok=view.model_dump(mode="json"))
+        except LedgerError as err:
+            _say(kind="result", key=job["key"], error=type(err).__name__, message=str(err))
+    led.close()
+
+
+def role_writer(args: dict[str, Any]) -> None:
+    """Loop over outpoints: create (reserve), sign, note, then broadcast or abort; acknowledge
+    each command once it returned. Outpoints another writer holds are skipped."""
+    from adapters import chainkit
+    from ledger import (
+        ConcurrencyConflict,
+        Outpoint,
+        OutputAlreadyReserved,
+        OutputNotSpendable,
+        ProviderResult,
+    )
+    led = _open(args["url"])
+    user, name = args["user"], args["name"]
+    _say(kind="ready")
+    if not _await_go():
+        return
+
+    def attempt(fn: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                return fn()
+            except ConcurrencyConflict:
+                continue
+
+    for i, text in enumerate(args["outpoints"]):
+        op = Outpoint.parse(text)
+        ref = f"{name}-{i}"
+        try:
+            attempt(lambda: led.create_action(user, ref, description="writer", inputs=[op],  # noqa: B023
+                                              outputs=[_one_sat_out()]))
+        except (OutputAlreadyReserved, OutputNotSpendable):
+            _say(kind="skip", ref=ref, outpoint=text)
+            continue
+        _say(kind="ack", cmd="create", ref=ref, outpoint=text)
+        raw = chainkit.make_tx([(op.txid, op.vout)], [(1, b"\x51")])
+        tx = attempt(lambda: led.sign_action(user, ref, raw_tx=raw))  # noqa: B023
+        _say(kind="ack", cmd="sign", ref=ref, txid=tx.txid)
+        attempt(lambda: led.note(tx.txid, "writer", i=i, writer=name))  # noqa: B023
+        _say(kind="ack", cmd="note", ref=ref, txid=tx.txid, i=i)
+        if i % 3 == 2:
+            attempt(lambda: led.abort_action(user, ref, reason="writer aborts"))  # noqa: B023
+            _say(kind="ack", cmd="abort", ref=ref, txid=tx.txid, outpoint=text)
+        else:
+            result = ProviderResult(provider="arc", status="success")
+            view = attempt(lambda: led.record_broadcast(tx.txid, [result]))  # noqa: B023
+            _say(kind="ack", cmd="broadcast", ref=ref, txid=tx.txid, state=str(view.state))
+    _say(kind="done")
+    led.close()
+
+
+def role_catchup(args: dict[str, Any]) -> None:
+    """A catch-up projection process: run pages until nothing is pending."""
+    led = _open(args["url"], "catchup")
+    _say(kind="ready")
+    total = 0
+    while True:
+        n = led.run_projections()
+        if n == 0:
+            break
+        total += n
+    _say(kind="done", applied=total, position=led.head_position())
+    led.close()
+
+
+ROLES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "race": role_race, "open": role_open, "idem": role_idem, "writer": role_writer, "catchup": role_catchup,
+}
+
+
+def main() -> None:
+    role, args = sys.argv[1], json.loads(sys.argv[2])
+    try:
+        ROLES[role](args)
+    except BaseException as err:
+        import traceback
+        traceback.print_exc()
+        _say(fatal=f"{type(err).__name__}: {err}"[:2000])
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

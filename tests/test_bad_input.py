@@ -1,0 +1,363 @@
+"""Bad input gets a typed error and leaves the log untouched (SPEC §6, §9).
+
+Every case checks the exact :class:`ledger.LedgerError` subclass and that ``head_position()`` is
+the same before and after; the one exception is :class:`IllegalTransition`, which appends exactly
+one ``processing.rejected`` event. Runs on SQLite and PostgreSQL (the ``led`` fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import ledger.facade as facade
+from adapters import chainkit
+from adapters.persistence import StorageConfig, parse_url
+from adapters.world import World
+from ledger import (
+    TRANSITIONS,
+    IllegalTransition,
+    InvalidInput,
+    InvalidProof,
+    InvalidTransaction,
+    Ledger,
+    LedgerError,
+    NewOutput,
+    Outpoint,
+    OutputAlreadyReserved,
+    OutputNotSpendable,
+    PreconditionFailed,
+    ProcessingStatus,
+    ProviderResult,
+    StorageError,
+    UnknownAction,
+    UnknownTransaction,
+)
+from ledger.values import MAX_SATOSHIS, validated
+
+S = ProcessingStatus
+UNKNOWN_TXID = "ab" * 32
+BAD_TXIDS: list[Any] = ["", "xyz", "a" * 63, "a" * 65, "g" * 64, " " + "a" * 63, None, 123,
+                        b"a" * 64, ["a" * 64]]
+
+
+def untouched(led: Ledger, error: type[LedgerError], fn: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> LedgerError:
+    """Run ``fn``; it must raise exactly ``error`` and append nothing."""
+    before = led.head_position()
+    with pytest.raises(error) as info:
+        fn(*args, **kwargs)
+    assert type(info.value) is error, f"{type(info.value).__name__}: {info.value}"
+    assert str(info.value), "errors carry a message"
+    assert led.head_position() == before, f"{fn.__name__} appended after {error.__name__}"
+    return info.value
+
+
+@dataclass
+class Scene:
+    """A funded user with an unsigned draft (and its matching raw tx) and a queued transaction."""
+
+    led: Ledger
+    world: World
+    funds: list[Outpoint]
+    draft_raw: bytes
+    draft_outputs: list[NewOutput]
+    queued: str
+    confirmed: str
+
+
+@pytest.fixture
+def scene(led: Ledger, world: World) -> Scene:
+    funds = world.fund("alice", [50_000, 20_000, 9_000])
+    world.mine()
+    raw, outputs = world.spend("alice", "draft", [funds[0]],
+                               [(30_000, world.script()), (19_000, None)])
+    pay, _ = world.spend("alice", "pay", [funds[1]], [(15_000, world.script()), (4_000, None)])
+    queued = led.sign_action("alice", "pay", raw_tx=pay).txid
+    assert led.get_transaction(funds[0].txid).state == S.CONFIRMED
+    return Scene(led, world, funds, raw, outputs, queued, funds[0].txid)
+
+
+# --- raw transactions -----------------------------------------------------------------------
+
+def test_raw_tx_that_does_not_parse_strictly_is_invalid_transaction(scene: Scene) -> None:
+    led, raw = scene.led, scene.draft_raw
+    for bad in (raw[:-1], raw[:10], raw[:1], raw + b"\x00", raw + b"garbage", b"",
+                b"\x00" * 64, bytes(reversed(raw))):
+        untouched(led, InvalidTransaction, led.sign_action, "alice", "draft", raw_tx=bad)
+    for wrong_type in (raw.hex(), None, 123, [raw]):
+        untouched(led, InvalidInput, led.sign_action, "alice", "draft", raw_tx=wrong_type)
+    assert led.get_action("alice", "draft").status == "unsigned"
+    assert led.sign_action("alice", "draft", raw_tx=raw).state == S.QUEUED, "draft intact"
+
+
+def test_raw_tx_that_does_not_match_the_draft_is_invalid_transaction(scene: Scene) -> None:
+    led, world, outs = scene.led, scene.world, scene.draft_outputs
+    spend = [(scene.funds[0].txid, scene.funds[0].vout)]
+    declared = [(o.satoshis, o.locking_script) for o in outs]
+    cases = {
+        "wrong satoshis": chainkit.make_tx(spend, [(30_001, outs[0].locking_script),
+                                                   declared[1]]),
+        "wrong script": chainkit.make_tx(spend, [(30_000, world.script()), declared[1]]),
+        "swapped outputs": chainkit.make_tx(spend, [declared[1], declared[0]]),
+        "missing reserved input": chainkit.make_tx(
+            [(scene.funds[2].txid, scene.funds[2].vout)], declared),
+        "extra output": chainkit.make_tx(spend, [*declared, (1, world.script())]),
+        "missing output": chainkit.make_tx(spend, declared[:1]),
+    }
+    for name, raw in cases.items():
+        err = untouched(led, InvalidTransaction, led.sign_action, "alice", "draft", raw_tx=raw)
+        assert "draft" in str(err) or "input" in str(err), (name, err)
+    assert led.get_action("alice", "draft").txid is None
+    assert led.sign_action("alice", "draft", raw_tx=scene.draft_raw).state == S.QUEUED
+
+
+def test_huge_inputs_are_refused_before_parsing(scene: Scene) -> None:
+    led = scene.led
+    huge = b"\x01" * (10_000_000 + 1)
+    untouched(led, InvalidInput, led.sign_action, "alice", "draft", raw_tx=huge)
+    untouched(led, InvalidInput, led.record_proof, scene.queued, huge)
+    untouched(led, InvalidInput, led.create_action, "alice", "big", description="x",
+              outputs=[{"vout": 0, "satoshis": 1, "locking_script": b"\x51" * 100_001}])
+
+
+# --- txids, states, texts --------------------------------------------------------------------
+
+def test_malformed_txids_are_invalid_input_everywhere(scene: Scene) -> None:
+    led = scene.led
+    bump = scene.world.chain[-2].bumps.get(scene.confirmed, b"\x00")
+    calls: list[tuple[str, Callable[[Any], Any]]] = [
+        ("get_transaction", led.get_transaction),
+        ("transition", lambda t: led.transition(t, "sending", reason="x")),
+        ("record_proof", lambda t: led.record_proof(t, bump)),
+        ("history", led.history),
+        ("record_broadcast", lambda t: led.record_broadcast(
+            t, [ProviderResult(provider="arc", status="success")])),
+        ("note", lambda t: led.note(t, "hello")),
+        ("broadcast", lambda t: led.broadcast(t, [])),
+    ]
+    for bad in BAD_TXIDS:
+        for name, call in calls:
+            before = led.head_position()
+            with pytest.raises(InvalidInput):
+                call(bad)
+            assert led.head_position() == before, (name, bad)
+    for bad in ("", f"{'a' * 63}:0", "a" * 64, f"{'a' * 64}:-1"):
+        untouched(led, InvalidInput, led.confirm_unspent, [bad], reason="x")
+
+
+BAD_STATES: list[Any] = ["done", "Confirmed", "", "CONFIRMED", " queued", "seen-multi",
+                         "double_spend", None, 3]
+
+
+def test_unknown_state_names_are_invalid_input(scene: Scene) -> None:
+    led = scene.led
+    for state in BAD_STATES:
+        untouched(led, InvalidInput, led.transition, scene.queued, state, reason="x")
+        if state is not None:  # None is "no expectation"
+            untouched(led, InvalidInput, led.transition, scene.queued, "sending", reason="x",
+                      expected_from=state)
+        untouched(led, InvalidInput, led.list_actions, "alice", statuses=[state])
+    assert led.get_transaction(scene.queued).state == S.QUEUED
+
+
+def test_unicode_text_is_accepted_and_bad_text_rejected(scene: Scene) -> None:
+    led, world = scene.led, scene.world
+    good = "Zahlung für Café ☕"
+    out = {"vout": 0, "satoshis": 1_000, "locking_script": world.script(), "basket": None}
+    action = led.create_action("alice", "unicode", description=good, outputs=[out])
+    assert action.description == good
+    assert led.transition(scene.queued, "frozen", reason=good).state == S.FROZEN
+    assert [e.details.get("reason") for e in led.history(scene.queued)][-1] == good
+    for bad in ("\ud800", "a\x00b", "x" * 10_000, "é" * 1_001, 42, None, b"bytes"):
+        untouched(led, InvalidInput, led.create_action, "alice", "bad-text", description=bad,
+                  outputs=[out])
+        untouched(led, InvalidInput, led.transition, scene.queued, "queued", reason=bad)
+        untouched(led, InvalidInput, led.abort_action, "alice", "draft", reason=bad)
+    for bad_name in ("", "   ", "\ud800", "n" * 301, "a\x00"):
+        untouched(led, InvalidInput, led.create_action, bad_name, "r", description="x",
+                  outputs=[out])
+        untouched(led, InvalidInput, led.list_outputs, "alice", basket=bad_name)
+    assert led.get_action("alice", "unicode").description == good
+    assert led.verify_projections().ok
+
+
+# --- values ----------------------------------------------------------------------------------
+
+BAD_SATOSHIS: list[Any] = [-1, -2**63, MAX_SATOSHIS + 1, 2**64, True, False, 1.5, "100", None]
+
+
+def test_bad_satoshis_in_new_output_are_invalid_input(scene: Scene) -> None:
+    led = scene.led
+    script = scene.world.script()
+    for satoshis in BAD_SATOSHIS:
+        with pytest.raises(InvalidInput, match="satoshis"):
+            validated(NewOutput, vout=0, satoshis=satoshis, locking_script=script)
+        out = {"vout": 0, "satoshis": satoshis, "locking_script": script}
+        untouched(led, InvalidInput, led.create_action, "alice", "bad-sats", description="x",
+                  outputs=[out])
+    untouched(led, UnknownAction, led.get_action, "alice", "bad-sats")
+
+
+def test_boundary_satoshis_are_accepted() -> None:
+    for satoshis in (0, 1, MAX_SATOSHIS):
+        assert validated(NewOutput, vout=0, satoshis=satoshis, locking_script=b"\x51").satoshis \
+            == satoshis
+
+
+def test_page_limits_are_checked(scene: Scene) -> None:
+    led = scene.led
+    for limit in (0, 10_000, -1, 1_001, True, 1.5, "10", None):
+        untouched(led, InvalidInput, led.list_outputs, "alice", limit=limit)
+        untouched(led, InvalidInput, led.list_actions, "alice", limit=limit)
+    for offset in (-1, True, 1.5, None):
+        untouched(led, InvalidInput, led.list_outputs, "alice", offset=offset)
+    for spendable in ("yes", "true", []):
+        untouched(led, InvalidInput, led.list_outputs, "alice", spendable=spendable)
+    untouched(led, InvalidInput, led.list_actions, "alice", statuses=["done"])
+    assert led.list_outputs("alice", limit=1).total == led.list_outputs("alice", limit=1000).total
+
+
+# --- proofs ----------------------------------------------------------------------------------
+
+def test_bad_bump_bytes_are_invalid_proof(scene: Scene) -> None:
+    led, world, txid = scene.led, scene.world, scene.queued
+    good = world.mine([txid]).bumps[txid]
+    other_bump = chainkit.make_block([UNKNOWN_TXID, "cd" * 32], height=world.tip_height)[1]
+    for bad in (b"\x00", b"garbage", b"\xff" * 40, good[:-1], good[:5], good + b"\x00", b"",
+                other_bump[UNKNOWN_TXID]):
+        untouched(led, InvalidProof, led.record_proof, txid, bad)
+    for wrong_type in (good.hex(), None, 7):
+        untouched(led, InvalidInput, led.record_proof, txid, wrong_type)
+    assert led.get_transaction(txid).state == S.QUEUED
+    assert led.record_proof(txid, good).state == S.UNCONFIRMED, "the real proof still works"
+
+
+def test_proof_off_the_active_chain_or_above_the_tip_is_invalid_proof(scene: Scene) -> None:
+    led, world, txid = scene.led, scene.world, scene.queued
+    tip = world.tip_height
+    _, not_active = chainkit.make_block([txid, UNKNOWN_TXID], height=tip)
+    untouched(led, InvalidProof, led.record_proof, txid, not_active[txid])
+    _, above = chainkit.make_block([txid], height=tip + 1)
+    untouched(led, InvalidProof, led.record_proof, txid, above[txid])
+    _, far_above = chainkit.make_block([txid, UNKNOWN_TXID], height=tip + 1_000)
+    untouched(led, InvalidProof, led.record_proof, txid, far_above[txid])
+    orphaned = world.mine([txid]).bumps[txid]
+    world.reorg(1, [[], []], salt="bad-input-fork")
+    untouched(led, InvalidProof, led.record_proof, txid, orphaned)
+    assert led.get_transaction(txid).state == S.QUEUED
+
+
+def test_a_proof_for_an_illegal_move_is_one_rejection(scene: Scene) -> None:
+    led, world, txid = scene.led, scene.world, scene.queued
+    led.record_broadcast(txid, [ProviderResult(provider="arc", status="invalid")])
+    bump = world.mine([txid]).bumps[txid]
+    before = led.head_position()
+    with pytest.raises(IllegalTransition) as info:
+        led.record_proof(txid, bump)
+    assert led.head_position() == before + 1
+    assert (info.value.from_state, info.value.to_state) == (S.INVALID, S.UNCONFIRMED)
+    last = led.history(txid)[-1]
+    assert (last.event, last.from_state, last.to_state) == ("processing.rejected", "invalid",
+                                                            "unconfirmed")
+    assert led.get_transaction(txid).state == S.INVALID
+
+
+# --- unknown things, preconditions, illegal moves ---------------------------------------------
+
+def test_unknown_txid_is_unknown_transaction(scene: Scene) -> None:
+    led = scene.led
+    bump = chainkit.make_block([UNKNOWN_TXID], height=scene.world.tip_height)[1][UNKNOWN_TXID]
+    untouched(led, UnknownTransaction, led.get_transaction, UNKNOWN_TXID)
+    untouched(led, UnknownTransaction, led.get_transaction, UNKNOWN_TXID.upper())
+    untouched(led, UnknownTransaction, led.history, UNKNOWN_TXID)
+    untouched(led, UnknownTransaction, led.transition, UNKNOWN_TXID, "sending", reason="x")
+    untouched(led, UnknownTransaction, led.record_proof, UNKNOWN_TXID, bump)
+    untouched(led, UnknownTransaction, led.record_broadcast, UNKNOWN_TXID,
+              [ProviderResult(provider="arc", status="seen")])
+    untouched(led, UnknownTransaction, led.note, UNKNOWN_TXID, "hello")
+    untouched(led, UnknownTransaction, led.broadcast, UNKNOWN_TXID, [])
+
+
+def test_unknown_action_is_unknown_action(scene: Scene) -> None:
+    led = scene.led
+    untouched(led, UnknownAction, led.get_action, "alice", "nope")
+    untouched(led, UnknownAction, led.get_action, "mallory", "draft")
+    untouched(led, UnknownAction, led.sign_action, "alice", "nope", raw_tx=scene.draft_raw)
+    untouched(led, UnknownAction, led.sign_action, "bob", "draft", raw_tx=scene.draft_raw)
+    untouched(led, UnknownAction, led.abort_action, "alice", "nope", reason="x")
+
+
+def test_proof_and_reorg_states_are_preconditions_not_transitions(scene: Scene) -> None:
+    led = scene.led
+    for target in ("confirmed", "unconfirmed", "reorging"):
+        for txid in (scene.queued, scene.confirmed):
+            state = led.get_transaction(txid).state
+            if state == target:
+                continue
+            untouched(led, PreconditionFailed, led.transition, txid, target, reason="x")
+            assert led.get_transaction(txid).state == state
+    assert all(e.event != "processing.rejected" for e in led.history(scene.queued))
+    assert all(e.event != "processing.rejected" for e in led.history(scene.confirmed))
+
+
+def test_other_preconditions_append_nothing(scene: Scene) -> None:
+    led, world = scene.led, scene.world
+    untouched(led, PreconditionFailed, led.transition, scene.queued, "sending", reason="x",
+              expected_from="sent")
+    out = [{"vout": 0, "satoshis": 1, "locking_script": world.script()}]
+    untouched(led, PreconditionFailed, led.create_action, "alice", "draft", description="again",
+              outputs=out)
+    untouched(led, OutputAlreadyReserved, led.create_action, "alice", "steal", description="x",
+              outputs=out, inputs=[scene.funds[0]])
+    untouched(led, OutputNotSpendable, led.create_action, "bob", "steal", description="x",
+              outputs=out, inputs=[scene.funds[2]])
+    untouched(led, OutputNotSpendable, led.create_action, "alice", "ghost", description="x",
+              outputs=out, inputs=[Outpoint(txid=UNKNOWN_TXID, vout=0)])
+    untouched(led, InvalidInput, led.create_action, "alice", "twice", description="x",
+              outputs=out, inputs=[scene.funds[2], scene.funds[2]])
+    untouched(led, PreconditionFailed, led.confirm_unspent, [scene.funds[2]], reason="x")
+    led.record_broadcast(scene.queued, [ProviderResult(provider="arc", status="success")])
+    untouched(led, PreconditionFailed, led.abort_action, "alice", "pay", reason="too late")
+    untouched(led, PreconditionFailed, led.sign_action, "alice", "pay", raw_tx=scene.draft_raw)
+
+
+def test_illegal_transition_appends_exactly_one_rejection(scene: Scene) -> None:
+    led = scene.led
+    for txid, target in ((scene.queued, "seen"), (scene.queued, "unfail"),
+                         (scene.queued, "seen_multi")):
+        before, state = led.head_position(), led.get_transaction(txid).state
+        with pytest.raises(IllegalTransition) as info:
+            led.transition(txid, target, reason="operator typo", actor="ops")
+        assert led.head_position() == before + 1
+        err = info.value
+        assert (err.txid, err.from_state, err.to_state) == (txid, state, target)
+        assert set(err.legal_next) == {s.value for s in TRANSITIONS[state]}
+        last = led.history(txid)[-1]
+        assert (last.position, last.event, last.from_state, last.to_state) == (
+            before + 1, "processing.rejected", state, target)
+        assert led.get_transaction(txid).state == state
+    assert led.verify_projections().ok
+
+
+# --- opening ---------------------------------------------------------------------------------
+
+def test_bad_urls_are_storage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def short_timeout(url: str) -> StorageConfig:
+        config = parse_url(url)
+        if config.kind == "postgresql":
+            config.env["POSTGRES_CONNECT_TIMEOUT"] = "1"
+        return config
+
+    monkeypatch.setattr(facade, "parse_url", short_timeout)
+    for url in ("nosuch://x", "sqlite:///", "sqlite:////nonexistent/dir/x.db",
+                "postgresql://x@127.0.0.1:1/db", "", "sqlite://relative.db", "memory",
+                "postgresql://127.0.0.1", "postgresql://x@127.0.0.1:99999/db",
+                "postgresql://x@127.0.0.1/db?schema=bad-name", 42):
+        with pytest.raises(StorageError):
+            Ledger.open(url)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        Ledger.open("memory://", projections="lazy")
