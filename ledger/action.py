@@ -7,12 +7,23 @@ explicit events, so the log alone says why an input became spendable again.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from eventsourcing.domain import Aggregate
 
 from ledger.errors import PreconditionFailed
 from ledger.identity import action_id
+
+
+def own_outputs(outputs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The outputs that stay with the action's user (``basket=None`` declares one paid away)."""
+    return [o for o in outputs if o.get("basket") is not None]
+
+
+def satoshis_delta(outputs: Iterable[dict[str, Any]], input_satoshis: Iterable[int]) -> int:
+    """What an action changes in its user's holdings: own outputs minus the inputs it spends."""
+    return sum(int(o["satoshis"]) for o in own_outputs(outputs)) - sum(input_satoshis)
 
 
 class ActionAggregate(Aggregate):
@@ -124,6 +135,10 @@ class ActionAggregate(Aggregate):
 
     def _emit(self, event_class: type[Aggregate.Event], **kwargs: Any) -> None:
         self.trigger_event(event_class, user=self.user, reference=self.reference, **kwargs)
+
+    @property
+    def satoshis_delta(self) -> int:
+        return satoshis_delta(self.outputs, self.inputs.values())
 
     @property
     def signed(self) -> bool:

@@ -21,7 +21,6 @@ from ledger.application import (
     Broadcaster,
     LedgerApplication,
     Settings,
-    broadcast_sequentially,
 )
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS
 from ledger.errors import (
@@ -322,10 +321,10 @@ class Ledger(LedgerView):
         ins = [Outpoint.parse(i) if isinstance(i, str) else coerce(Outpoint, i, "input")
                for i in inputs]
         key = None if idempotency_key is None else check_name("idempotency_key", idempotency_key)
-        self._app.create_action(user=user, reference=reference, description=description,
-                                outputs=outs, inputs=ins, labels=check_names("labels", list(labels)),
-                                is_outgoing=bool(is_outgoing), idempotency_key=key)
-        return self.get_action(user, reference)
+        return self._app.create_action(
+            user=user, reference=reference, description=description, outputs=outs, inputs=ins,
+            labels=check_names("labels", list(labels)), is_outgoing=bool(is_outgoing),
+            idempotency_key=key)
 
     @_storage_errors
     def sign_action(self, user: str, reference: str, *, raw_tx: bytes,
@@ -335,17 +334,15 @@ class Ledger(LedgerView):
         raw = _bytes("raw_tx", raw_tx, empty=InvalidTransaction)
         if input_beef is not None:
             _bytes("input_beef", input_beef, 50_000_000)
-        txid = self._app.sign_action(user=user, reference=reference, raw_tx=raw,
+        return self._app.sign_action(user=user, reference=reference, raw_tx=raw,
                                      nosend=bool(nosend))
-        return self.get_transaction(txid)
 
     @_storage_errors
     def abort_action(self, user: str, reference: str, *, reason: str) -> ActionView:
         """Abort an unsigned or never-broadcast action and release its inputs."""
         user, reference = check_name("user", user), check_name("reference", reference)
-        self._app.abort_action(user=user, reference=reference,
-                               reason=check_text("reason", reason))
-        return self.get_action(user, reference)
+        return self._app.abort_action(user=user, reference=reference,
+                                      reason=check_text("reason", reason))
 
     @_storage_errors
     def internalize_action(self, user: str, *, beef: bytes,
@@ -360,12 +357,11 @@ class Ledger(LedgerView):
         if len(broadcasters) > MAX_BROADCASTERS:
             raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
         outs = [coerce(InternalizeOutput, o, "output") for o in outputs]
-        _, reference = self._app.internalize_action(
+        return self._app.internalize_action(
             user=user, beef=_bytes("beef", beef, 50_000_000, empty=InvalidTransaction),
             outputs=outs,
             description=description, labels=check_names("labels", list(labels)),
             reference=ref, broadcasters=list(broadcasters))
-        return self.get_action(user, reference)
 
     # --- processing --------------------------------------------------------------------------
 
@@ -375,12 +371,11 @@ class Ledger(LedgerView):
                    details: dict[str, Any] | None = None) -> TransactionView:
         """An explicit move of the processing state (FSM-checked)."""
         txid = check_txid(txid)
-        self._app.transition(
+        return self._app.transition(
             txid=txid, to=parse_status(to), reason=check_text("reason", reason),
             expected_from=None if expected_from is None else parse_status(expected_from),
             actor=None if actor is None else check_name("actor", actor),
             details=_details(details))
-        return self.get_transaction(txid)
 
     @_storage_errors
     def record_broadcast(self, txid: str, results: Sequence[ProviderResult | dict[str, Any]]
@@ -389,29 +384,22 @@ class Ledger(LedgerView):
         txid = check_txid(txid)
         if not results or len(results) > MAX_BROADCASTERS:
             raise InvalidInput(f"results must list 1 to {MAX_BROADCASTERS} provider answers")
-        self._app.record_broadcast(
+        return self._app.record_broadcast(
             txid=txid, results=[coerce(ProviderResult, r, "result") for r in results])
-        return self.get_transaction(txid)
 
     @_storage_errors
     def broadcast(self, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
         """Hand the transaction to providers one after another; records every answer."""
-        txid = check_txid(txid)
-        current = self.get_transaction(txid)
-        if current.state == ProcessingStatus.QUEUED:
-            self._app.transition(txid=txid, to=ProcessingStatus.SENDING, reason="broadcast",
-                                 expected_from=None, actor=None, details={})
-        results = broadcast_sequentially(broadcasters, self._app.raw_tx(txid), txid)
-        self._app.record_broadcast(txid=txid, results=results)
-        return self.get_transaction(txid)
+        if len(broadcasters) > MAX_BROADCASTERS:
+            raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
+        return self._app.broadcast(txid=check_txid(txid), broadcasters=list(broadcasters))
 
     @_storage_errors
     def record_proof(self, txid: str, merkle_path: bytes) -> TransactionView:
         """Validate a BUMP against the active chain and move to unconfirmed/confirmed."""
         txid = check_txid(txid)
         bump = _bytes("merkle_path", merkle_path, empty=InvalidProof)
-        self._app.record_proof(txid=txid, merkle_path=bump)
-        return self.get_transaction(txid)
+        return self._app.record_proof(txid=txid, merkle_path=bump)
 
     @_storage_errors
     def confirm_unspent(self, outpoints: Sequence[Outpoint | str], *, reason: str,

@@ -32,7 +32,7 @@ class TransactionView(View):
     merkle_root: str | None = None
     raw_tx: bytes | None = None
     position: int = 0
-    """Log position of the last event that changed this transaction."""
+    """Log position of the newest event in this transaction's stream (notes and refusals too)."""
 
 
 class ActionView(View):

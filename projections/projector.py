@@ -8,9 +8,12 @@ recomputed by :func:`ledger.rules.classify` whenever one of its inputs changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ledger.action import own_outputs, satoshis_delta
 from ledger.rules import (
     OutputCategory,
     OutputFacts,
@@ -28,11 +31,17 @@ _BULKY_FIELDS = frozenset({"raw_tx", "bump"})
 
 
 class RowStore(Protocol):
-    """Where projected rows live. ``get`` returns a row the projector may mutate, then ``put``."""
+    """Where projected rows live. ``get`` returns a row the projector may change, then ``put``;
+    ``add`` adds to the numeric columns of a summary row (created at zero if missing).
+
+    The projector changes a row by assigning new values to its keys, never by mutating a value
+    in place (``row["tags"] = [*row["tags"], t]``, not ``row["tags"].append(t)``): stores rely
+    on it to see which columns changed."""
 
     def get(self, table: str, key: tuple[Any, ...]) -> Row | None: ...
     def put(self, table: str, row: Row) -> None: ...
     def append(self, table: str, row: Row) -> None: ...
+    def add(self, table: str, key: tuple[Any, ...], deltas: dict[str, int]) -> None: ...
     def outputs_of_tx(self, txid: str) -> list[Row]: ...
     def actions_of_tx(self, txid: str) -> list[Row]: ...
     def maturing_coinbase(self, lo_exclusive: int, hi_inclusive: int) -> list[Row]: ...
@@ -78,6 +87,12 @@ def output_facts(row: Row) -> OutputFacts:
 
 def _refresh(store: RowStore, row: Row, position: int, tip: int | None) -> None:
     category = classify(output_facts(row), tip)
+    before = row["category"]
+    if before != category.value:
+        where = (row["user"], row["basket"])
+        if before:
+            store.add("balances", (*where, before), {"satoshis": -row["satoshis"], "output_count": -1})
+        store.add("balances", (*where, category.value), {"satoshis": row["satoshis"], "output_count": 1})
     row["category"] = category.value
     row["spendable"] = category is OutputCategory.SPENDABLE
     row["position"] = position
@@ -154,6 +169,7 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
 
 
 def _transition_rejected(store: RowStore, pos: int, e: Any) -> None:
+    store.put("transactions", _tx_row(store, e.txid, pos, e.timestamp.isoformat()))
     _audit(store, pos, e, "processing.rejected", txid=e.txid, from_state=e.from_state,
            to_state=e.to_state)
 
@@ -198,6 +214,7 @@ def _proof_invalidated(store: RowStore, pos: int, e: Any) -> None:
 
 
 def _note(store: RowStore, pos: int, e: Any) -> None:
+    store.put("transactions", _tx_row(store, e.txid, pos, e.timestamp.isoformat()))
     _audit(store, pos, e, "history.note", txid=e.txid)
 
 
@@ -210,12 +227,8 @@ def _action_row(store: RowStore, e: Any, pos: int) -> Row:
     return row
 
 
-def _own_outputs(outputs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o for o in outputs if o.get("basket") is not None]
-
-
 def _action_created(store: RowStore, pos: int, e: Any) -> None:
-    own = sum(int(o["satoshis"]) for o in _own_outputs(e.outputs))
+    own = satoshis_delta(e.outputs, ())
     store.put("actions", {
         "user": e.user, "reference": e.reference, "txid": None,
         "status": action_status(None), "description": e.description, "satoshis_delta": own,
@@ -286,7 +299,7 @@ def _action_signed(store: RowStore, pos: int, e: Any) -> None:
     action["txid"] = e.txid
     action["status"] = action_status(S(tx["state"]))
     store.put("actions", action)
-    _add_outputs(store, pos, e.user, e.txid, _own_outputs(action["outputs"]))
+    _add_outputs(store, pos, e.user, e.txid, own_outputs(action["outputs"]))
     tip = tip_height(store)
     for row in _spent_rows(store, e.user, action["inputs"]):
         if row["spender_reference"] == e.reference:
@@ -336,7 +349,7 @@ def _outputs_internalized(store: RowStore, pos: int, e: Any) -> None:
     assert tx is not None
     action["txid"] = e.txid
     action["status"] = action_status(S(tx["state"]))
-    action["satoshis_delta"] += sum(int(o["satoshis"]) for o in e.outputs)
+    action["satoshis_delta"] += satoshis_delta(e.outputs, ())
     action["outputs"] = [*action["outputs"], *e.outputs]
     store.put("actions", action)
     _add_outputs(store, pos, e.user, e.txid, e.outputs)
@@ -429,9 +442,68 @@ def project(store: RowStore, position: int, event: Any) -> None:
     _set_meta(store, "position", position)
 
 
-def txids_of(events: Iterable[Any]) -> set[str]:
-    """The transactions a batch of events touches (for prefetching their rows)."""
-    return {t for e in events if isinstance(t := getattr(e, "txid", None), str)}
+@dataclass
+class ReadPlan:
+    """The rows a batch of events will read, known before projecting it, so that a SQL store can
+    fetch them in a few round trips. A plan may miss rows (the store then reads them one by one)
+    or name rows that do not exist (the store then knows they are new)."""
+
+    keys: dict[str, set[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(set))
+    """Exact primary keys per table."""
+    txids: set[str] = field(default_factory=set)
+    """Transactions whose output and action rows are wanted."""
+    new_keys: dict[str, set[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(set))
+    """Rows that cannot exist yet: their stream starts in this batch."""
+    new_txids: set[str] = field(default_factory=set)
+    """Transactions created in this batch: no output or action row names them yet."""
+
+    def outpoints(self, user: str, outpoints: Iterable[str]) -> None:
+        for text in outpoints:
+            txid, vout = _outpoint(text)
+            self.keys["outputs"].add((user, txid, vout))
+
+
+_TX_ROWS_WANTED = frozenset({"ledger.transaction.ProcessingChanged",
+                             "ledger.transaction.ProofRecorded",
+                             "ledger.transaction.ProofInvalidated",
+                             "ledger.action.ActionSigned"})
+
+
+def read_plan(events: Sequence[Any]) -> ReadPlan:
+    """What :func:`project` will read for ``events`` (the handlers' reads, listed ahead)."""
+    plan = ReadPlan()
+    plan.keys["meta"].update({("position",), ("tip_height",)})
+    created_inputs = {e.txid: e.inputs for e in events
+                      if type(e).TOPIC == "ledger.transaction.TransactionCreated"}
+    for e in events:
+        topic = type(e).TOPIC
+        txid = getattr(e, "txid", None)
+        if topic.startswith("ledger.transaction."):
+            plan.keys["transactions"].add((txid,))
+        elif topic.startswith("ledger.action."):
+            plan.keys["actions"].add((e.user, e.reference))
+            if txid is not None:
+                plan.keys["transactions"].add((txid,))
+        if topic in _TX_ROWS_WANTED:
+            plan.txids.add(str(txid))
+        if topic == "ledger.transaction.TransactionCreated":
+            plan.new_txids.add(e.txid)
+            plan.new_keys["transactions"].add((e.txid,))
+        elif topic == "ledger.action.ActionCreated":
+            plan.new_keys["actions"].add((e.user, e.reference))
+        if topic == "ledger.transaction.ProofRecorded":
+            plan.keys["headers"].add((e.block_hash,))
+        elif topic == "ledger.action.InputsReserved":
+            plan.outpoints(e.user, (i["outpoint"] for i in e.inputs))
+        elif topic == "ledger.action.ActionSigned":
+            plan.outpoints(e.user, created_inputs.get(e.txid, ()))
+        elif topic == "ledger.action.ActionAborted":
+            plan.outpoints(e.user, e.released)
+        elif topic in ("ledger.action.InputsReleased", "ledger.action.InputsQuarantined"):
+            plan.outpoints(e.user, e.outpoints)
+        elif topic == "ledger.action.OutputsInternalized":
+            plan.keys["outputs"].update((e.user, e.txid, int(o["vout"])) for o in e.outputs)
+    return plan
 
 
 def project_all(store: RowStore, items: Iterable[tuple[int, Any]]) -> int:
