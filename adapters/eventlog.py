@@ -6,8 +6,6 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from projections import queries
-
 
 class StoreLog:
     """Decoded events in position order from an ``eventsourcing`` application's recorder."""
@@ -38,30 +36,56 @@ class StoreLog:
 
 
 class SqlReadModel:
-    """The projections as the command handlers consult them."""
+    """The projections as the command handlers consult them: a few fixed statements over the
+    reader views, on raw DB-API connections (they run once or more per command)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        ph = "%s" if engine.dialect.name == "postgresql" else "?"
+        self._sql = {
+            "output": 'SELECT "category", "satoshis" FROM "outputs" '
+                      f'WHERE "user" = {ph} AND "txid" = {ph} AND "vout" = {ph}',
+            "header": 'SELECT "hash", "height", "prev_hash", "merkle_root" FROM "headers" '
+                      f'WHERE "height" = {ph} AND "active" = {ph}',
+            "tip": f'SELECT "value" FROM "meta" WHERE "name" = {ph}',
+            "anchored": f'SELECT "txid" FROM "transactions" WHERE "block_hash" = {ph} '
+                        'ORDER BY "txid"',
+            "unconfirmed": 'SELECT "txid" FROM "transactions" WHERE "state" = '
+                           f"'unconfirmed' AND \"height\" < {ph} ORDER BY \"txid\"",
+        }
+
+    def _rows(self, name: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raw = self._engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute(self._sql[name], params)
+            rows = [tuple(r) for r in cur.fetchall()]
+            cur.close()
+            raw.rollback()
+            return rows
+        finally:
+            raw.close()
 
     def output_for_spend(self, user: str, txid: str, vout: int) -> tuple[str, int] | None:
-        with self._engine.connect() as conn:
-            return queries.output_for_spend(conn, user, txid, vout)
+        rows = self._rows("output", (user, txid, vout))
+        return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
     def active_header(self, height: int) -> dict[str, Any] | None:
-        with self._engine.connect() as conn:
-            return queries.active_header(conn, height)
+        rows = self._rows("header", (height, True))
+        if not rows:
+            return None
+        hash_, height_, prev, root = rows[0]
+        return {"hash": hash_, "height": int(height_), "prev_hash": prev, "merkle_root": root}
 
     def tip_height(self) -> int | None:
-        with self._engine.connect() as conn:
-            return queries.meta(conn, "tip_height")
+        rows = self._rows("tip", ("tip_height",))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def anchored_txids(self, block_hash: str) -> list[str]:
-        with self._engine.connect() as conn:
-            return queries.anchored_txids(conn, block_hash)
+        return [str(r[0]) for r in self._rows("anchored", (block_hash,))]
 
     def unconfirmed_below(self, height: int) -> list[str]:
-        with self._engine.connect() as conn:
-            return queries.unconfirmed_below(conn, height)
+        return [str(r[0]) for r in self._rows("unconfirmed", (height,))]
 
 
 class BsvCodec:

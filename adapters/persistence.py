@@ -68,6 +68,14 @@ class InlineSQLiteRecorder(SQLiteApplicationRecorder):
                                     topic=r[2], state=r[3]) for r in c.fetchall()]
         return out
 
+    def stream_position(self, originator_id: UUID) -> int:
+        """The log position (notification id) of a stream's newest event; 0 if it has none."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT rowid FROM {self.events_table_name} WHERE originator_id = ? "
+                      "ORDER BY originator_version DESC LIMIT 1", (originator_id.hex,))
+            row = c.fetchone()
+        return 0 if row is None else int(row[0])
+
     def _insert_events(self, c: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
@@ -115,6 +123,15 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
                                     topic=r["topic"], state=bytes(r["state"]))
                         for r in curs.fetchall()]
         return out
+
+    def stream_position(self, originator_id: UUID) -> int:
+        """The log position (notification id) of a stream's newest event; 0 if it has none."""
+        table = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(f"SELECT notification_id FROM {table} WHERE originator_id = %s "
+                         "ORDER BY originator_version DESC LIMIT 1", (originator_id,))
+            row = curs.fetchone()
+        return 0 if row is None else int(row["notification_id"])
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:

@@ -12,6 +12,7 @@ Inputs reaching this layer are already validated value types (see :mod:`ledger.f
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ledger.errors import (
     InvalidInput,
     InvalidProof,
     InvalidTransaction,
+    LedgerError,
     OutputAlreadyReserved,
     OutputNotSpendable,
     PreconditionFailed,
@@ -45,10 +47,13 @@ from ledger.identity import (
     transaction_id,
 )
 from ledger.reservation import ReservationAggregate
+from ledger.results import action_view, transaction_view
 from ledger.rules import ProviderStatus, broadcast_outcome, proof_state
 from ledger.status import NEVER_BROADCAST_STATES, ProcessingStatus
+from ledger.stream_cache import Attempt, Recheck, StreamCache
 from ledger.transaction import TransactionAggregate
 from ledger.values import InternalizeOutput, NewOutput, Outpoint, ProviderResult
+from ledger.views import ActionView, TransactionView
 
 S = ProcessingStatus
 A = TypeVar("A")
@@ -164,6 +169,9 @@ class LedgerApplication(Application[UUID]):
         self.codec = codec
         self.read_model = read_model
         self.settings = settings or Settings()
+        self._streams = StreamCache()
+        self._command_lock = threading.RLock()
+        self._attempt: Attempt | None = None
         super().__init__(env=dict(env))
 
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
@@ -180,12 +188,66 @@ class LedgerApplication(Application[UUID]):
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _load(self, aggregate_id: UUID, kind: type[A]) -> A | None:
-        try:
-            agg: Any = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
+    def _save(self, *objs: Any) -> dict[UUID, int]:
+        """Save in one transaction; returns each changed stream's newest log position."""
+        if self._attempt is not None:
+            self._attempt.check_appends()
+        positions: dict[UUID, int] = {}
+        for recording in self.save(*objs):
+            stream = recording.domain_event.originator_id
+            positions[stream] = max(positions.get(stream, 0), recording.notification.id)
+        if self._attempt is not None:
+            self._attempt.saved = bool(positions)
+            for obj in objs:
+                if obj is not None:
+                    self._streams.put(obj)
+        return positions
+
+    def _tx_view(self, tx: TransactionAggregate, saved: Mapping[UUID, int]) -> TransactionView:
+        """The command's answer; a stream the command left alone is asked for its position."""
+        position = saved.get(tx.id)
+        if position is None:
+            recorder: Any = self.recorder
+            position = int(recorder.stream_position(tx.id))
+        return transaction_view(tx, position)
+
+    def _action_view(self, action: ActionAggregate,
+                     tx: TransactionAggregate | None = None) -> ActionView:
+        if action.txid is None:
+            return action_view(action, None)
+        if tx is None or tx.txid != action.txid:
+            tx = self._tx(action.txid)
+        return action_view(action, tx.state)
+
+    def _load(self, aggregate_id: UUID, kind: type[A], *, fresh: bool = False) -> A | None:
+        """The aggregate of one stream, None if the stream is empty. Inside a command's first
+        attempt the stream cache is trusted (see :mod:`ledger.stream_cache`); ``fresh`` (and
+        every later attempt, and any read outside a command) reads the event store."""
+        attempt = self._attempt
+        if attempt is not None and not fresh:
+            attempt.loaded.add(aggregate_id)
+            if attempt.trust_cache:
+                cached = self._streams.get(aggregate_id)
+                if cached is not None:
+                    attempt.cached[aggregate_id] = cached
+                    assert isinstance(cached, kind), (type(cached), kind)
+                    return cached
+        agg: Any
+        if kind is ChainAggregate:  # the only snapshotted stream
+            try:
+                agg = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                agg = None
+        else:
+            agg = None
+            event: Any
+            for event in self.events.get(aggregate_id):
+                agg = event.mutate(agg)
+        if agg is None:
             return None
         assert isinstance(agg, kind), (type(agg), kind)
+        if attempt is not None and not fresh:
+            self._streams.put(agg)
         return agg
 
     def _load_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
@@ -213,14 +275,37 @@ class LedgerApplication(Application[UUID]):
             raise UnknownAction(user, reference)
         return action
 
-    def retrying(self, command: Callable[[], R]) -> R:
-        """Run ``command`` (which reads, decides and saves) until it saves without collision."""
-        for attempt in range(MAX_COMMAND_ATTEMPTS):
+    def retrying(self, command: Callable[[int], R]) -> R:
+        """Run ``command(attempt)`` (which reads, decides and saves) until it saves without
+        collision. Attempt 0 is optimistic: it trusts the stream cache and may create streams
+        without first reading them (the event store refuses a duplicate version 1). Its
+        outcome stands only if it saved; otherwise attempt 1 decides again from fresh reads.
+        Commands of one ledger run one at a time (the lock covers no network calls)."""
+        with self._command_lock:
+            assert self._attempt is None, "commands do not nest"
             try:
-                return command()
-            except RecordConflictError:
-                delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** attempt)
-                time.sleep(random.uniform(0, delay))
+                for attempt in range(MAX_COMMAND_ATTEMPTS):
+                    state = self._attempt = Attempt(trust_cache=attempt == 0)
+                    try:
+                        result = command(attempt)
+                    except Recheck:
+                        self._streams.evict(state.loaded)
+                        continue
+                    except RecordConflictError:
+                        self._streams.evict(state.loaded)
+                        delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** attempt)
+                        time.sleep(random.uniform(0, delay))
+                        continue
+                    except BaseException as err:
+                        self._streams.evict(state.loaded)
+                        if isinstance(err, LedgerError) and _recheck(state):
+                            continue
+                        raise
+                    if _recheck(state):
+                        continue
+                    return result
+            finally:
+                self._attempt = None
         raise ConcurrencyConflict(
             f"gave up after {MAX_COMMAND_ATTEMPTS} attempts: other writers kept changing the "
             "same transaction, action or outputs; the command is safe to retry")
@@ -229,20 +314,25 @@ class LedgerApplication(Application[UUID]):
 
     def create_action(self, *, user: str, reference: str, description: str,
                       outputs: list[NewOutput], inputs: list[Outpoint], labels: list[str],
-                      is_outgoing: bool, idempotency_key: str | None) -> None:
+                      is_outgoing: bool, idempotency_key: str | None) -> ActionView:
         payload: dict[str, Any] = {"user": user, "reference": reference, "description": description,
                    "outputs": [_declared(o) for o in outputs],
                    "inputs": [str(i) for i in inputs], "labels": labels,
                    "is_outgoing": is_outgoing}
         digest = payload_digest("create_action", payload)
+        if len(set(inputs)) != len(inputs):
+            raise InvalidInput("the same input is listed twice")
 
-        def command() -> None:
-            if idempotency_key is not None:
+        def command(attempt: int) -> ActionView:
+            # Attempt 0 creates the action, its key and its locks without reading them first: a
+            # stream that already exists makes the save collide, and attempt 1 reads and decides.
+            optimistic = attempt == 0
+            if idempotency_key is not None and not optimistic:
                 used = self._load(idempotency_id(idempotency_key), IdempotencyRecord)
                 if used is not None:
                     used.check_repeat(command="create_action", digest=digest)
-                    return
-            if self._load(action_id(user, reference), ActionAggregate) is not None:
+                    return self._action_view(self._action(user, reference))
+            if not optimistic and self._load(action_id(user, reference), ActionAggregate) is not None:
                 raise PreconditionFailed(
                     f"action {reference!r} of user {user!r} already exists; "
                     "use a new reference (or an idempotency key to make retries safe)")
@@ -250,34 +340,36 @@ class LedgerApplication(Application[UUID]):
                 user=user, reference=reference, description=description,
                 is_outgoing=is_outgoing, outputs=payload["outputs"], labels=labels,
                 idempotency_key=idempotency_key)
-            locks = self._reserve(user, reference, inputs)
-            action.reserve([{"outpoint": str(op), "satoshis": sats} for op, sats in locks[1]])
+            locks, held = self._reserve(user, reference, inputs, optimistic=optimistic)
+            action.reserve([{"outpoint": str(op), "satoshis": sats} for op, sats in held])
             record = None
             if idempotency_key is not None:
                 record = IdempotencyRecord.record(
                     key=idempotency_key, command="create_action", digest=digest,
                     result={"user": user, "reference": reference})
-            self.save(action, *locks[0], record)
+            self._save(action, *locks, record)
+            return action_view(action, None)
 
-        self.retrying(command)
+        return self.retrying(command)
 
-    def _reserve(self, user: str, reference: str, inputs: list[Outpoint]
+    def _reserve(self, user: str, reference: str, inputs: list[Outpoint], *, optimistic: bool
                  ) -> tuple[list[ReservationAggregate], list[tuple[Outpoint, int]]]:
-        if len(set(inputs)) != len(inputs):
-            raise InvalidInput("the same input is listed twice")
+        """Take each input's lock stream. Optimistic: assume none exists yet (the first
+        reservation of an outpoint, by far the common case)."""
         locks: list[ReservationAggregate] = []
-        spent: list[tuple[Outpoint, int]] = []
+        held: list[tuple[Outpoint, int]] = []
         for op in inputs:
             satoshis = self._check_spendable(user, op)
-            lock = self._load(reservation_id(op.txid, op.vout), ReservationAggregate)
+            lock = None if optimistic else \
+                self._load(reservation_id(op.txid, op.vout), ReservationAggregate)
             if lock is None:
                 lock = ReservationAggregate.take_new(txid=op.txid, vout=op.vout, user=user,
                                                      reference=reference)
             else:
                 lock.take(user=user, reference=reference)
             locks.append(lock)
-            spent.append((op, satoshis))
-        return locks, spent
+            held.append((op, satoshis))
+        return locks, held
 
     def _check_spendable(self, user: str, op: Outpoint) -> int:
         found = self.read_model.output_for_spend(user, op.txid, op.vout)
@@ -290,16 +382,17 @@ class LedgerApplication(Application[UUID]):
             raise OutputNotSpendable(f"output {op} of user {user!r} is {category}, not spendable")
         return satoshis
 
-    def sign_action(self, *, user: str, reference: str, raw_tx: bytes, nosend: bool) -> str:
+    def sign_action(self, *, user: str, reference: str, raw_tx: bytes,
+                    nosend: bool) -> TransactionView:
         parsed = self.codec.parse_raw_tx(raw_tx)
 
-        def command() -> str:
+        def command(attempt: int) -> TransactionView:
             action = self._action(user, reference)
             if action.txid == parsed.txid:
-                return parsed.txid
+                return self._tx_view(self._tx(parsed.txid), {})
             _check_signable(action, parsed)
-            existing = self._load(transaction_id(parsed.txid), TransactionAggregate)
-            if existing is not None:
+            if attempt > 0 and \
+                    self._load(transaction_id(parsed.txid), TransactionAggregate) is not None:
                 raise PreconditionFailed(
                     f"transaction {parsed.txid} is already stored for another action")
             tx = TransactionAggregate.create(
@@ -308,8 +401,7 @@ class LedgerApplication(Application[UUID]):
                 inputs=[f"{i.source_txid}:{i.source_vout}" for i in parsed.inputs],
                 output_count=len(parsed.outputs), origin=(user, reference))
             action.sign(txid=parsed.txid, nosend=nosend)
-            self.save(tx, action)
-            return parsed.txid
+            return self._tx_view(tx, self._save(tx, action))
 
         return self.retrying(command)
 
@@ -324,11 +416,11 @@ class LedgerApplication(Application[UUID]):
                 return S.NONFINAL
         return S.QUEUED
 
-    def abort_action(self, *, user: str, reference: str, reason: str) -> None:
-        def command() -> None:
+    def abort_action(self, *, user: str, reference: str, reason: str) -> ActionView:
+        def command(attempt: int) -> ActionView:
             action = self._action(user, reference)
             if action.aborted:
-                return
+                return self._action_view(action)
             tx = self._load(transaction_id(action.txid), TransactionAggregate) \
                 if action.txid else None
             if not action.is_outgoing:
@@ -345,9 +437,10 @@ class LedgerApplication(Application[UUID]):
             locks = self._locks(released)
             for lock in locks:
                 lock.release("aborted")
-            self.save(tx, action, *locks)
+            self._save(tx, action, *locks)
+            return action_view(action, None if tx is None else tx.state)
 
-        self.retrying(command)
+        return self.retrying(command)
 
     def _locks(self, outpoints: Sequence[str]) -> list[ReservationAggregate]:
         locks = []
@@ -383,36 +476,51 @@ class LedgerApplication(Application[UUID]):
 
     def transition(self, *, txid: str, to: ProcessingStatus, reason: str,
                    expected_from: ProcessingStatus | None, actor: str | None,
-                   details: dict[str, Any]) -> None:
-        def command() -> None:
+                   details: dict[str, Any]) -> TransactionView:
+        def command(attempt: int) -> TransactionView:
             tx = self._tx(txid)
             before = tx.state
             rejection = tx.request_transition(to, reason=reason, expected_from=expected_from,
                                               actor=actor, details=details)
-            self.save(tx, *self._spender_effects(tx, before))
+            saved = self._save(tx, *self._spender_effects(tx, before))
             if rejection is not None:
                 raise rejection
+            return self._tx_view(tx, saved)
 
-        self.retrying(command)
+        return self.retrying(command)
 
-    def record_broadcast(self, *, txid: str, results: list[ProviderResult]) -> None:
+    def record_broadcast(self, *, txid: str, results: list[ProviderResult]) -> TransactionView:
         outcome = broadcast_outcome([r.status for r in results])
         dumped = [r.model_dump(mode="json") for r in results]
 
-        def command() -> None:
+        def command(attempt: int) -> TransactionView:
             tx = self._tx(txid)
             before = tx.state
             tx.record_broadcast(dumped, outcome)
-            self.save(tx, *self._spender_effects(tx, before))
+            return self._tx_view(tx, self._save(tx, *self._spender_effects(tx, before)))
 
-        self.retrying(command)
+        return self.retrying(command)
 
-    def raw_tx(self, txid: str) -> bytes:
-        return bytes.fromhex(self._tx(txid).raw_tx)
+    def broadcast(self, *, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
+        """Mark a queued transaction ``sending``, try the providers in order, record them all.
+        The providers are called outside any command, so no lock is held across the network."""
+        raw = self._mark_sending(txid)
+        results = broadcast_sequentially(broadcasters, raw, txid)
+        return self.record_broadcast(txid=txid, results=results)
+
+    def _mark_sending(self, txid: str) -> bytes:
+        def command(attempt: int) -> bytes:
+            tx = self._tx(txid)
+            if tx.state == S.QUEUED:
+                tx.request_transition(S.SENDING, reason="broadcast")
+                self._save(tx)
+            return bytes.fromhex(tx.raw_tx)
+
+        return self.retrying(command)
 
     def confirm_unspent(self, *, outpoints: list[Outpoint], reason: str,
                         actor: str | None) -> None:
-        def command() -> None:
+        def command(attempt: int) -> None:
             changed: list[Any] = []
             for op in outpoints:
                 lock = self._load(reservation_id(op.txid, op.vout), ReservationAggregate)
@@ -424,15 +532,15 @@ class LedgerApplication(Application[UUID]):
                 action.release([str(op)], reason=reason, actor=actor)
                 lock.release(reason)
                 changed += [action, lock]
-            self.save(*changed)
+            self._save(*changed)
 
         self.retrying(command)
 
     def note(self, *, txid: str, what: str, details: dict[str, Any]) -> None:
-        def command() -> None:
+        def command(attempt: int) -> None:
             tx = self._tx(txid)
             tx.note(what, details)
-            self.save(tx)
+            self._save(tx)
 
         self.retrying(command)
 
@@ -459,22 +567,23 @@ class LedgerApplication(Application[UUID]):
                                f"{proof.leaf_offset}")
         return proof, header, proof_state(proof.block_height, tip)
 
-    def record_proof(self, *, txid: str, merkle_path: bytes) -> None:
-        def command() -> None:
+    def record_proof(self, *, txid: str, merkle_path: bytes) -> TransactionView:
+        def command(attempt: int) -> TransactionView:
             tx = self._tx(txid)
             proof, header, target = self._validated_proof(txid, merkle_path, tx)
             rejection = tx.record_proof(
                 height=proof.block_height, block_hash=header["hash"],
                 merkle_root=proof.merkle_root, leaf_offset=proof.leaf_offset, bump=proof.bump,
                 target=target)
-            self.save(tx)
+            saved = self._save(tx)
             if rejection is not None:
                 raise rejection
+            return self._tx_view(tx, saved)
 
-        self.retrying(command)
+        return self.retrying(command)
 
     def apply_headers(self, headers: list[dict[str, Any]]) -> ChainChange:
-        def command() -> ChainChange:
+        def command(attempt: int) -> ChainChange:
             chain = self._load(chain_id(), ChainAggregate) or ChainAggregate.start()
             plan = chain.plan(headers, max_reorg_depth_blocks=self.settings.max_reorg_depth_blocks)
             if not plan.connect and not plan.disconnect:
@@ -485,7 +594,7 @@ class LedgerApplication(Application[UUID]):
             txs: dict[str, TransactionAggregate] = {}
             affected = self._disconnect(plan.disconnect, txs)
             affected += self._promote(int(tip["height"]), txs)
-            self.save(chain, *txs.values())
+            self._save(chain, *txs.values())
             return ChainChange(list(plan.connect), list(plan.disconnect),
                                list(dict.fromkeys(affected)))
 
@@ -519,21 +628,22 @@ class LedgerApplication(Application[UUID]):
 
     def internalize_action(self, *, user: str, beef: bytes, outputs: list[InternalizeOutput],
                            description: str, labels: list[str], reference: str | None,
-                           broadcasters: Sequence[Broadcaster]) -> tuple[str, str]:
+                           broadcasters: Sequence[Broadcaster]) -> ActionView:
         parsed = self.codec.parse_beef(beef)
         subject = parsed.subject
         reference = reference or subject.txid
         taken = _internalized_outputs(subject, outputs)
         proof_bytes = parsed.proofs[subject.txid].bump if subject.txid in parsed.proofs else None
-        known = self._load(transaction_id(subject.txid), TransactionAggregate)
+        known = self._load(transaction_id(subject.txid), TransactionAggregate, fresh=True)
         results: list[ProviderResult] = []
         if known is None and proof_bytes is None:
             results = broadcast_sequentially(broadcasters, beef, subject.txid)
             if not any(r.status in (ProviderStatus.SUCCESS, ProviderStatus.SEEN) for r in results):
                 raise BroadcastFailed(_broadcast_failure(subject.txid, results))
 
-        def command() -> None:
-            tx = self._load(transaction_id(subject.txid), TransactionAggregate)
+        def command(attempt: int) -> ActionView:
+            # Fresh: a known transaction is not appended to, so the cache could not be checked.
+            tx = self._load(transaction_id(subject.txid), TransactionAggregate, fresh=True)
             if tx is None:
                 tx = TransactionAggregate.create(
                     txid=subject.txid, raw_tx=subject.raw, state=S.SENT,
@@ -555,10 +665,10 @@ class LedgerApplication(Application[UUID]):
                     f"action {reference!r} of user {user!r} belongs to {action.txid}")
             action.internalize(txid=subject.txid, outputs=taken)
             action.add_labels(labels)
-            self.save(tx, action)
+            self._save(tx, action)
+            return action_view(action, tx.state)
 
-        self.retrying(command)
-        return subject.txid, reference
+        return self.retrying(command)
 
     def _proof_for_new(self, tx: TransactionAggregate, bump: bytes) -> None:
         proof, header, target = self._validated_proof(tx.txid, bump, tx)
@@ -566,6 +676,12 @@ class LedgerApplication(Application[UUID]):
             height=proof.block_height, block_hash=header["hash"], merkle_root=proof.merkle_root,
             leaf_offset=proof.leaf_offset, bump=proof.bump, target=target)
         assert rejection is None, "sent -> unconfirmed/confirmed is always legal"
+
+
+def _recheck(state: Attempt) -> bool:
+    """An optimistic attempt that trusted a cached aggregate and saved nothing is decided again
+    from fresh reads (see :mod:`ledger.stream_cache`)."""
+    return state.trust_cache and state.used_cache and not state.saved
 
 
 def _declared(output: NewOutput) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from projections.projector import project, tip_height, txids_of
+from projections.projector import project, read_plan, tip_height
 from projections.schema import SET_PREFIXES, build_schema
 from projections.stores import Dialect, SqlRowStore, SqlStatements
-from projections.tables import read_pointer
+from projections.tables import parse_pointer, pointer_query
 
 Decode = Callable[[Any], Any]
 _PROOF_RECORDED = "ledger.transaction.ProofRecorded"
@@ -46,25 +46,39 @@ def check_chain_invariants(store: SqlRowStore, events: Sequence[Any]) -> None:
 
 
 class InlineProjection:
-    """The recorder hook: ``hook(cursor, ids, domain_events, stored_events)``."""
+    """The recorder hook: ``hook(cursor, ids, domain_events, stored_events)``.
+
+    It reads the projection pointer (live table set and mode) in the same burst as the rows the
+    batch needs, betting on the set it saw last; a rebuild that swapped sets since (rare) costs
+    one more read. The pointer cannot change under it: swaps hold the writers' lock.
+    """
 
     def __init__(self, dialect: Dialect, decode: Decode, *, pg_schema: str | None = None) -> None:
-        self._statements = {p: SqlStatements(build_schema(p), dialect) for p in SET_PREFIXES}
+        self._statements = {p: SqlStatements(build_schema(p), dialect, pg_schema=pg_schema)
+                            for p in SET_PREFIXES}
         self._decode = decode
-        self._set_path = f'SET LOCAL search_path TO "{pg_schema}"' if pg_schema else None
+        self._pointer = pointer_query(pg_schema if dialect == "postgresql" else None)
+        self._guess = (SET_PREFIXES[0], "inline")
 
     def __call__(self, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
                  stored: Sequence[Any]) -> None:
-        if self._set_path:
-            cursor.execute(self._set_path)
-        prefix, mode = read_pointer(cursor)
-        if mode != "inline":
-            return
+        if self._guess[1] != "inline":  # last seen in catch-up mode: look before reading rows
+            cursor.execute(self._pointer)
+            self._guess = parse_pointer(cursor.fetchall())
+            if self._guess[1] != "inline":
+                return
         if events is None or len(events) != len(ids):
             events = [self._decode(s) for s in stored]
-        store = SqlRowStore(cursor, self._statements[prefix])
-        if len(events) > 1:
-            store.prefetch(txids_of(events))
+        plan = read_plan(events)
+        store = SqlRowStore(cursor, self._statements[self._guess[0]])
+        pointer = store.prefetch(plan, also=[(self._pointer, ())])[0]
+        prefix, mode = parse_pointer(pointer)
+        if (prefix, mode) != self._guess:
+            self._guess = (prefix, mode)
+            if mode != "inline":
+                return
+            store = SqlRowStore(cursor, self._statements[prefix])
+            store.prefetch(plan)
         for position, event in zip(ids, events, strict=True):
             project(store, position, event)
         check_chain_invariants(store, events)

@@ -32,6 +32,7 @@ MAX_HISTORY_ROWS = 100_000
 _OUT, _TX, _ACT = VIEWS.table("outputs"), VIEWS.table("transactions"), VIEWS.table("actions")
 _LABELS, _AUDIT = VIEWS.table("action_labels"), VIEWS.table("tx_audit")
 _HEADERS, _META = VIEWS.table("headers"), VIEWS.table("meta")
+_BAL = VIEWS.table("balances")
 _LISTED = sorted(c.value for c in LISTED_CATEGORIES)
 
 
@@ -96,7 +97,10 @@ def list_outputs(conn: Connection, user: str, *, basket: str | None, tags: Seque
                  limit: int, offset: int) -> Page[OutputView]:
     """Outputs of a user; ``spendable=True`` is the hot path: an index range scan by satoshis."""
     where = outputs_where(user, basket=basket, tags=tags, tag_mode=tag_mode, spendable=spendable)
-    total = int(conn.execute(select(func.count()).select_from(_OUT).where(where)).scalar() or 0)
+    if tags:
+        total = int(conn.execute(select(func.count()).select_from(_OUT).where(where)).scalar() or 0)
+    else:
+        total = _counted(conn, user, basket, spendable)
     rows = [_decode(r, _OUT) for r in conn.execute(outputs_page(where, limit=limit,
                                                                 offset=offset))]
     if tags:  # LIKE over JSON text is a pre-filter; confirm exactly
@@ -105,6 +109,18 @@ def list_outputs(conn: Connection, user: str, *, basket: str | None, tags: Seque
                 if (wanted <= set(r["tags"]) if tag_mode == "all" else wanted & set(r["tags"]))]
     return Page[OutputView](items=[_output_view(r, include_locking_scripts) for r in rows],
                             total=total)
+
+
+def _counted(conn: Connection, user: str, basket: str | None, spendable: bool | None) -> int:
+    """How many outputs :func:`outputs_where` (without tags) matches, from ``balances``."""
+    if spendable is True:
+        wanted = [OutputCategory.SPENDABLE.value]
+    else:
+        wanted = [c for c in _LISTED if spendable is None or c != OutputCategory.SPENDABLE.value]
+    cond = [_BAL.c.user == user, _BAL.c.category.in_(wanted)]
+    if basket is not None:
+        cond.append(_BAL.c.basket == basket)
+    return int(conn.execute(select(func.sum(_BAL.c.output_count)).where(and_(*cond))).scalar() or 0)
 
 
 def _action_view(r: dict[str, Any]) -> ActionView:
@@ -143,22 +159,15 @@ def list_actions(conn: Connection, user: str, *, labels: list[str], label_mode: 
 
 def balance(conn: Connection, user: str, *, basket: str | None) -> Balance:
     """Satoshis per category; spent, hidden and toxic outputs count nowhere."""
-    cond = [_OUT.c.user == user]
+    cond = [_BAL.c.user == user]
     if basket is not None:
-        cond.append(_OUT.c.basket == basket)
-    query = (select(_OUT.c.category, func.sum(_OUT.c.satoshis))
-             .where(and_(*cond)).group_by(_OUT.c.category))
+        cond.append(_BAL.c.basket == basket)
+    query = (select(_BAL.c.category, func.sum(_BAL.c.satoshis))
+             .where(and_(*cond)).group_by(_BAL.c.category))
     sums = {str(cat): int(total or 0) for cat, total in conn.execute(query)}
     return Balance(**{c.value: sums.get(c.value, 0) for c in (
         OutputCategory.SPENDABLE, OutputCategory.RESERVED, OutputCategory.PENDING,
         OutputCategory.IMMATURE, OutputCategory.QUARANTINED)})
-
-
-def output_for_spend(conn: Connection, user: str, txid: str, vout: int
-                     ) -> tuple[str, int] | None:
-    row = conn.execute(select(_OUT.c.category, _OUT.c.satoshis).where(and_(
-        _OUT.c.user == user, _OUT.c.txid == txid, _OUT.c.vout == vout))).first()
-    return None if row is None else (str(row[0]), int(row[1]))
 
 
 def _audit_entry(r: dict[str, Any]) -> AuditEntry:
@@ -188,19 +197,6 @@ def active_header(conn: Connection, height: int) -> dict[str, Any] | None:
     row = conn.execute(select(_HEADERS).where(and_(
         _HEADERS.c.height == height, _HEADERS.c.active == true()))).first()
     return None if row is None else _decode(row, _HEADERS)
-
-
-def anchored_txids(conn: Connection, block_hash: str) -> list[str]:
-    """Transactions whose current proof is in ``block_hash`` (any state)."""
-    query = select(_TX.c.txid).where(_TX.c.block_hash == block_hash).order_by(_TX.c.txid)
-    return [str(r[0]) for r in conn.execute(query)]
-
-
-def unconfirmed_below(conn: Connection, height: int) -> list[str]:
-    """``unconfirmed`` transactions proven below ``height``."""
-    query = (select(_TX.c.txid).where(and_(_TX.c.state == ProcessingStatus.UNCONFIRMED.value,
-                                           _TX.c.height < height)).order_by(_TX.c.txid))
-    return [str(r[0]) for r in conn.execute(query)]
 
 
 def chain_tip(conn: Connection) -> dict[str, Any] | None:

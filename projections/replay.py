@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import StaticPool
 
 from projections.db import Database
-from projections.projector import meta_value, project, txids_of
+from projections.projector import meta_value, project, read_plan
 from projections.schema import PRIMARY_KEYS, SET_PREFIXES, TABLE_NAMES, build_schema, columns
 from projections.stores import (
     MemoryRowStore,
@@ -120,7 +120,7 @@ def _apply_page(cur: Any, statements: SqlStatements, log: EventLog, page_events:
     store = SqlRowStore(cur, statements)
     position = meta_value(store, "position") or 0
     items = log.read(after=position, limit=page_events)
-    store.prefetch(txids_of(e for _, e in items))
+    store.prefetch(read_plan([e for _, e in items]))
     for pos, event in items:
         project(store, pos, event)
     store.flush()

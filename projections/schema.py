@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,12 +21,22 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 SET_PREFIXES: tuple[str, str] = ("a_", "b_")
 """Two table sets: one live, one for the next rebuild. Readers use views named without prefix."""
 POINTER_TABLE = "ledger_projection_pointer"
 JSON_COLUMNS = frozenset({"tags", "labels", "inputs", "outputs", "details_json", "evidence"})
+CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
+"""SQLite: rows live in their primary-key b-tree (one b-tree less to write per row change)."""
+SQLITE_ROWID = BigInteger().with_variant(Integer(), "sqlite")
+"""An INTEGER PRIMARY KEY on SQLite is the rowid itself (no separate key index)."""
+
+
+def _partial(condition: str) -> dict[str, Any]:
+    """A partial index: rows outside ``condition`` cost no index write at all."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
 
 
 def _transactions(md: MetaData, p: str) -> Table:
@@ -48,8 +59,9 @@ def _transactions(md: MetaData, p: str) -> Table:
         Column("proof_position", BigInteger),
         Column("created_at", Text, nullable=False),
         Column("updated_at", Text, nullable=False),
-        Index(f"{p}ix_transactions_state", "state", "height"),
-        Index(f"{p}ix_transactions_block", "block_hash"),
+        Index(f"{p}ix_transactions_unconfirmed", "height", **_partial("state = 'unconfirmed'")),
+        Index(f"{p}ix_transactions_block", "block_hash", **_partial("block_hash IS NOT NULL")),
+        **CLUSTERED,
     )
 
 
@@ -81,8 +93,23 @@ def _outputs(md: MetaData, p: str) -> Table:
         Index(f"{p}ix_outputs_spendable", "user", "basket", "spendable", "satoshis", "txid",
               "vout"),
         Index(f"{p}ix_outputs_outpoint", "txid", "vout"),
-        Index(f"{p}ix_outputs_category", "user", "category"),
-        Index(f"{p}ix_outputs_maturity", "matures_at_height"),
+        Index(f"{p}ix_outputs_maturity", "matures_at_height",
+              **_partial("matures_at_height IS NOT NULL")),
+        **CLUSTERED,
+    )
+
+
+def _balances(md: MetaData, p: str) -> Table:
+    """Satoshis and output counts per (user, basket, category): balances and page totals
+    without scanning a user's outputs."""
+    return Table(
+        f"{p}balances", md,
+        Column("user", Text, primary_key=True),
+        Column("basket", Text, primary_key=True),
+        Column("category", String(12), primary_key=True),
+        Column("satoshis", BigInteger, nullable=False),
+        Column("output_count", BigInteger, nullable=False),
+        **CLUSTERED,
     )
 
 
@@ -102,8 +129,9 @@ def _actions(md: MetaData, p: str) -> Table:
         Column("outputs", Text, nullable=False),
         Column("position", BigInteger, nullable=False),
         Column("created_position", BigInteger, nullable=False),
-        Index(f"{p}ix_actions_txid", "txid"),
+        Index(f"{p}ix_actions_txid", "txid", **_partial("txid IS NOT NULL")),
         Index(f"{p}ix_actions_user_pos", "user", "created_position"),
+        **CLUSTERED,
     )
 
 
@@ -115,13 +143,14 @@ def _action_labels(md: MetaData, p: str) -> Table:
         Column("reference", Text, primary_key=True),
         Column("created_position", BigInteger, nullable=False),
         Index(f"{p}ix_action_labels_pos", "user", "label", "created_position"),
+        **CLUSTERED,
     )
 
 
 def _tx_audit(md: MetaData, p: str) -> Table:
     return Table(
         f"{p}tx_audit", md,
-        Column("audit_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("audit_id", SQLITE_ROWID, primary_key=True, autoincrement=False),
         Column("txid", String(64)),
         Column("user", Text),
         Column("reference", Text),
@@ -130,7 +159,7 @@ def _tx_audit(md: MetaData, p: str) -> Table:
         Column("to_state", String(16)),
         Column("details_json", Text, nullable=False),
         Column("created_at", Text, nullable=False),
-        Index(f"{p}ix_tx_audit_txid", "txid", "audit_id"),
+        Index(f"{p}ix_tx_audit_txid", "txid", "audit_id", **_partial("txid IS NOT NULL")),
         Index(f"{p}ix_tx_audit_event", "event", "audit_id"),
     )
 
@@ -145,6 +174,7 @@ def _headers(md: MetaData, p: str) -> Table:
         Column("active", Boolean, nullable=False),
         Column("position", BigInteger, nullable=False),
         Index(f"{p}ix_headers_height", "height", "active"),
+        **CLUSTERED,
     )
 
 
@@ -153,16 +183,19 @@ def _meta(md: MetaData, p: str) -> Table:
         f"{p}meta", md,
         Column("name", String(32), primary_key=True),
         Column("value", BigInteger),
+        **CLUSTERED,
     )
 
 
 _BUILDERS = {
-    "transactions": _transactions, "outputs": _outputs, "actions": _actions,
+    "transactions": _transactions, "outputs": _outputs, "balances": _balances,
+    "actions": _actions,
     "action_labels": _action_labels, "tx_audit": _tx_audit, "headers": _headers, "meta": _meta,
 }
 TABLE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 PRIMARY_KEYS: Mapping[str, tuple[str, ...]] = {
     "transactions": ("txid",), "outputs": ("user", "txid", "vout"),
+    "balances": ("user", "basket", "category"),
     "actions": ("user", "reference"), "action_labels": ("user", "label", "reference"),
     "tx_audit": ("audit_id",), "headers": ("hash",), "meta": ("name",),
 }

@@ -1,24 +1,32 @@
 """Row stores the projector writes through: in memory (rebuild, verify, as-of) and SQL (inline,
 catch-up) over a raw DB-API cursor, so inline rows commit in the event store's own transaction.
+
+The SQL store is built for the inline path, where it runs inside every append: it reads the rows
+a batch needs in a few statements (:class:`~projections.projector.ReadPlan`), and writes back
+only what changed -- an ``UPDATE`` of the changed columns, so indexes on untouched columns cost
+nothing. On PostgreSQL both the reads and the writes go out as one pipeline each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from projections.projector import Row
+from projections.projector import ReadPlan, Row
 from projections.schema import JSON_COLUMNS, PRIMARY_KEYS, Schema, columns
 
 Dialect = Literal["sqlite", "postgresql"]
 Key = tuple[Any, ...]
-PREFETCH_CHUNK = 400
+PREFETCH_CHUNK_KEYS = 300
+"""Keys per ``IN (...)`` list: under SQLite's 999-parameter limit for three-column keys."""
 BOOL_COLUMNS = frozenset({"was_broadcast", "is_coinbase", "change", "preserved", "quarantined",
                           "spendable", "is_outgoing", "aborted", "active"})
 _APPEND_ONLY = frozenset({"tx_audit", "action_labels"})
+_BY_TXID = ("outputs", "actions")
 
 
 def row_key(table: str, row: Row) -> Key:
@@ -51,6 +59,15 @@ class MemoryRowStore:
     def append(self, table: str, row: Row) -> None:
         self.appended[table].append(row)
 
+    def add(self, table: str, key: Key, deltas: dict[str, int]) -> None:
+        rows = self.tables[table]
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {**dict(zip(PRIMARY_KEYS[table], key, strict=True)),
+                               **dict.fromkeys(deltas, 0)}
+        for column, delta in deltas.items():
+            row[column] += delta
+
     def outputs_of_tx(self, txid: str) -> list[Row]:
         rows = self.tables["outputs"]
         return [rows[k] for k in sorted(self._outputs_by_txid.get(txid, ()))]
@@ -74,10 +91,15 @@ class MemoryRowStore:
 
 # --- SQL encoding ---------------------------------------------------------------------------
 
+def _encode(column: str, value: Any) -> Any:
+    if column in JSON_COLUMNS:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return value
+
+
 def encode_row(row: Row, cols: Sequence[str]) -> tuple[Any, ...]:
     """Python row -> DB parameters (JSON columns as text)."""
-    return tuple(json.dumps(row[c], separators=(",", ":"), sort_keys=True)
-                 if c in JSON_COLUMNS else row[c] for c in cols)
+    return tuple(_encode(c, row[c]) for c in cols)
 
 
 def decode_row(values: Sequence[Any], cols: Sequence[str]) -> Row:
@@ -102,16 +124,21 @@ def _q(name: str) -> str:
 
 
 class SqlStatements:
-    """Hand-rolled SQL for one table set and dialect (portable upserts, quoted identifiers)."""
+    """Hand-rolled SQL for one table set and dialect (portable upserts, quoted identifiers).
 
-    def __init__(self, schema: Schema, dialect: Dialect) -> None:
+    ``pg_schema`` qualifies every table name, so statements work on a connection whose
+    ``search_path`` is not the ledger's (the event store's own connections).
+    """
+
+    def __init__(self, schema: Schema, dialect: Dialect, *, pg_schema: str | None = None) -> None:
         self.schema = schema
         self.dialect = dialect
         self.ph = "?" if dialect == "sqlite" else "%s"
         self.cols = {name: columns(schema, name) for name in schema.tables}
+        self._qualifier = f"{_q(pg_schema)}." if pg_schema and dialect == "postgresql" else ""
 
     def table(self, name: str) -> str:
-        return _q(self.schema.table(name).name)
+        return self._qualifier + _q(self.schema.table(name).name)
 
     @functools.cache  # noqa: B019 - a handful of statements per instance, instances live long
     def select(self, name: str, where: tuple[str, ...]) -> str:
@@ -120,10 +147,16 @@ class SqlStatements:
         return f"SELECT {cols} FROM {self.table(name)} WHERE {cond}"
 
     @functools.cache  # noqa: B019
-    def select_in(self, name: str, column: str, count: int) -> str:
+    def select_keys(self, name: str, key_columns: tuple[str, ...], count: int) -> str:
+        """Rows whose ``key_columns`` equal one of ``count`` parameter tuples."""
         cols = ", ".join(_q(c) for c in self.cols[name])
-        marks = ", ".join(self.ph for _ in range(count))
-        return f"SELECT {cols} FROM {self.table(name)} WHERE {_q(column)} IN ({marks})"
+        if len(key_columns) == 1:
+            marks = ", ".join(self.ph for _ in range(count))
+            return f"SELECT {cols} FROM {self.table(name)} WHERE {_q(key_columns[0])} IN ({marks})"
+        one = "(" + ", ".join(self.ph for _ in key_columns) + ")"
+        target = "(" + ", ".join(_q(c) for c in key_columns) + ")"
+        values = ", ".join(one for _ in range(count))
+        return f"SELECT {cols} FROM {self.table(name)} WHERE {target} IN (VALUES {values})"
 
     @functools.cache  # noqa: B019
     def insert(self, name: str) -> str:
@@ -139,6 +172,23 @@ class SqlStatements:
         conflict = ", ".join(_q(c) for c in pk)
         return f"{self.insert(name)} ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
 
+    @functools.cache  # noqa: B019
+    def update(self, name: str, changed: tuple[str, ...]) -> str:
+        sets = ", ".join(f"{_q(c)} = {self.ph}" for c in changed)
+        cond = " AND ".join(f"{_q(c)} = {self.ph}" for c in PRIMARY_KEYS[name])
+        return f"UPDATE {self.table(name)} SET {sets} WHERE {cond}"
+
+    @functools.cache  # noqa: B019
+    def add(self, name: str, counters: tuple[str, ...]) -> str:
+        """Insert a summary row, or add to its counters if it exists."""
+        pk = PRIMARY_KEYS[name]
+        cols = (*pk, *counters)
+        marks = ", ".join(self.ph for _ in cols)
+        sets = ", ".join(f"{_q(c)} = {self.table(name)}.{_q(c)} + excluded.{_q(c)}"
+                         for c in counters)
+        return (f"INSERT INTO {self.table(name)} ({', '.join(_q(c) for c in cols)}) "
+                f"VALUES ({marks}) ON CONFLICT ({', '.join(_q(c) for c in pk)}) DO UPDATE SET {sets}")
+
 
 def _values(row: Any, cols: Sequence[str]) -> Sequence[Any]:
     if isinstance(row, dict):
@@ -147,80 +197,124 @@ def _values(row: Any, cols: Sequence[str]) -> Sequence[Any]:
 
 
 class SqlRowStore:
-    """Rows read on demand through a cursor, cached for the batch, written back by :meth:`flush`.
+    """Rows read through a cursor, cached for the batch, written back by :meth:`flush`.
 
-    One instance serves one database transaction (an inline save, or one catch-up page).
+    One instance serves one database transaction (an inline save, or one catch-up page). Each
+    row read keeps its stored encoding, so :meth:`flush` writes only the columns that changed.
     """
 
     def __init__(self, cursor: Any, sql: SqlStatements) -> None:
         self._cur = cursor
         self._sql = sql
         self._cache: dict[str, dict[Key, Row | None]] = defaultdict(dict)
+        self._stored: dict[str, dict[Key, Row]] = defaultdict(dict)
+        """A shallow copy of each row as stored (the projector replaces values, never mutates
+        them in place, so an unchanged column still holds the very same object)."""
         self._dirty: dict[str, set[Key]] = defaultdict(set)
         self._appended: dict[str, list[Row]] = defaultdict(list)
-        self._by_txid: dict[str, dict[str, set[Key]]] = {"outputs": defaultdict(set),
-                                                         "actions": defaultdict(set)}
-        self._loaded_txids: dict[str, set[str]] = {"outputs": set(), "actions": set()}
-        self._coinbase_ranges: list[tuple[int, int]] = []
+        self._added: dict[str, dict[Key, dict[str, int]]] = defaultdict(dict)
+        self._absent: dict[str, set[Key]] = defaultdict(set)
+        """Keys looked up and found missing before this batch put them: inserted, not upserted."""
+        self._by_txid: dict[str, dict[str, set[Key]]] = {t: defaultdict(set) for t in _BY_TXID}
+        self._loaded_txids: dict[str, set[str]] = {t: set() for t in _BY_TXID}
 
-    def _fetch(self, table: str, statement: str, params: Sequence[Any]) -> Iterator[Row]:
+    # --- reading ---------------------------------------------------------------------------
+
+    def _pipeline(self) -> Any:
+        """PostgreSQL: send a burst of statements without waiting for each answer."""
+        if self._sql.dialect == "postgresql":
+            return self._cur.connection.pipeline()
+        return contextlib.nullcontext()
+
+    def _cursor(self) -> Any:
+        return self._cur.connection.cursor() if self._sql.dialect == "postgresql" else self._cur
+
+    def _remember(self, table: str, raw: Any) -> Row:
         cols = self._sql.cols[table]
-        self._cur.execute(statement, tuple(params))
-        for raw in self._cur.fetchall():
-            row = decode_row(_values(raw, cols), cols)
-            key = row_key(table, row)
-            cached = self._cache[table].get(key)
-            if cached is None:
-                self._remember(table, key, row)
-                cached = row
-            yield cached
-
-    def _remember(self, table: str, key: Key, row: Row) -> None:
+        values = tuple(_values(raw, cols))
+        row = decode_row(values, cols)
+        key = row_key(table, row)
+        cached = self._cache[table].get(key)
+        if cached is not None:
+            return cached  # this batch may have changed it already: the cached row wins
         self._cache[table][key] = row
+        self._stored[table][key] = dict(row)
         if table in self._by_txid and row.get("txid") is not None:
             self._by_txid[table][row["txid"]].add(key)
+        return row
+
+    def _fetch(self, table: str, statement: str, params: Sequence[Any]) -> list[Row]:
+        self._cur.execute(statement, tuple(params))
+        return [self._remember(table, raw) for raw in self._cur.fetchall()]
 
     def get(self, table: str, key: Key) -> Row | None:
         cache = self._cache[table]
         if key in cache:
             return cache[key]
-        pk = PRIMARY_KEYS[table]
-        found = list(self._fetch(table, self._sql.select(table, pk), key))
+        if table == "outputs" and key[1] in self._loaded_txids["outputs"]:
+            return None  # every output row of that transaction is loaded
+        found = self._fetch(table, self._sql.select(table, PRIMARY_KEYS[table]), key)
         if not found:
             cache[key] = None
-            return None
-        return found[0]
+        return found[0] if found else None
 
-    def put(self, table: str, row: Row) -> None:
-        key = row_key(table, row)
-        self._remember(table, key, row)
-        self._dirty[table].add(key)
+    def prefetch(self, plan: ReadPlan, also: Sequence[tuple[str, tuple[Any, ...]]] = ()
+                 ) -> list[list[Any]]:
+        """Read every row ``plan`` names (PostgreSQL: in one round trip), and run the ``also``
+        statements in the same burst; returns their raw result rows."""
+        queries: list[tuple[str, str, tuple[Any, ...], list[Key]]] = [
+            ("", statement, params, []) for statement, params in also]
+        for table, keys in plan.new_keys.items():
+            for key in keys:
+                self._cache[table].setdefault(key, None)
+        for table in _BY_TXID:
+            self._loaded_txids[table].update(plan.new_txids)
+        for table, keys in plan.keys.items():
+            wanted = sorted((k for k in keys if k not in self._cache[table]), key=repr)
+            pk = PRIMARY_KEYS[table]
+            for start in range(0, len(wanted), PREFETCH_CHUNK_KEYS):
+                chunk = wanted[start:start + PREFETCH_CHUNK_KEYS]
+                params = tuple(v for k in chunk for v in k)
+                queries.append((table, self._sql.select_keys(table, pk, len(chunk)), params, chunk))
+        txids = sorted(plan.txids - self._loaded_txids["outputs"])
+        for start in range(0, len(txids), PREFETCH_CHUNK_KEYS):
+            some = txids[start:start + PREFETCH_CHUNK_KEYS]
+            for table in _BY_TXID:
+                queries.append((table, self._sql.select_keys(table, ("txid",), len(some)),
+                                tuple(some), []))
+        results = self._run_reads(queries)
+        for table in _BY_TXID:
+            self._loaded_txids[table].update(txids)
+        return results[:len(also)]
 
-    def append(self, table: str, row: Row) -> None:
-        self._appended[table].append(row)
+    def _run_reads(self, queries: list[tuple[str, str, tuple[Any, ...], list[Key]]]
+                   ) -> list[list[Any]]:
+        results: list[list[Any]] = []
+        with self._pipeline():
+            cursors = []
+            for _, statement, params, _ in queries:
+                cur = self._cursor()
+                cur.execute(statement, params)
+                # SQLite shares one cursor: read each answer before the next statement.
+                cursors.append(cur if self._sql.dialect == "postgresql" else cur.fetchall())
+            for (table, _, _, keys), cur in zip(queries, cursors, strict=True):
+                raws = cur.fetchall() if not isinstance(cur, list) else cur
+                if not table:
+                    results.append(list(raws))
+                    continue
+                for raw in raws:
+                    self._remember(table, raw)
+                for key in keys:
+                    self._cache[table].setdefault(key, None)
+        return results
 
     def _of_tx(self, table: str, txid: str) -> list[Row]:
         if txid not in self._loaded_txids[table]:
-            list(self._fetch(table, self._sql.select(table, ("txid",)), (txid,)))
+            self._fetch(table, self._sql.select(table, ("txid",)), (txid,))
             self._loaded_txids[table].add(txid)
         cache = self._cache[table]
         rows = [cache[k] for k in sorted(self._by_txid[table].get(txid, ()))]
         return [r for r in rows if r is not None and r.get("txid") == txid]
-
-    def prefetch(self, txids: Iterable[str]) -> None:
-        """Load the rows of many transactions in a few round trips (a reorg touches thousands)."""
-        wanted = sorted(set(txids) - self._loaded_txids["outputs"])
-        for start in range(0, len(wanted), PREFETCH_CHUNK):
-            chunk = wanted[start:start + PREFETCH_CHUNK]
-            for table in ("transactions", "outputs", "actions"):
-                statement = self._sql.select_in(table, "txid", len(chunk))
-                list(self._fetch(table, statement, chunk))
-            for table in ("outputs", "actions"):
-                self._loaded_txids[table].update(chunk)
-            known = {k[0] for k, r in self._cache["transactions"].items() if r is not None}
-            for txid in chunk:
-                if txid not in known:
-                    self._cache["transactions"][(txid,)] = None
 
     def outputs_of_tx(self, txid: str) -> list[Row]:
         return self._of_tx("outputs", txid)
@@ -234,7 +328,7 @@ class SqlRowStore:
         ph = self._sql.ph
         statement = (f"SELECT {cols} FROM {t} WHERE {_q('matures_at_height')} > {ph} "
                      f"AND {_q('matures_at_height')} <= {ph}")
-        list(self._fetch("outputs", statement, (lo_exclusive, hi_inclusive)))
+        self._fetch("outputs", statement, (lo_exclusive, hi_inclusive))
         return [r for r in self._cache["outputs"].values()
                 if r is not None and r["is_coinbase"] and r["matures_at_height"] is not None
                 and lo_exclusive < r["matures_at_height"] <= hi_inclusive]
@@ -256,23 +350,82 @@ class SqlRowStore:
         return [r for r in rows if r is not None and r[column] == value
                 and (below is None or (r[below[0]] is not None and r[below[0]] < below[1]))]
 
-    def flush(self) -> int:
-        """Write every changed and appended row; returns the number of rows written."""
-        written = 0
+    # --- writing ---------------------------------------------------------------------------
+
+    def put(self, table: str, row: Row) -> None:
+        key = row_key(table, row)
+        cache = self._cache[table]
+        if key in cache and cache[key] is None:
+            self._absent[table].add(key)
+        cache[key] = row
+        if table in self._by_txid and row.get("txid") is not None:
+            self._by_txid[table][row["txid"]].add(key)  # an action's txid appears on signing
+        self._dirty[table].add(key)
+
+    def append(self, table: str, row: Row) -> None:
+        self._appended[table].append(row)
+
+    def add(self, table: str, key: Key, deltas: dict[str, int]) -> None:
+        pending = self._added[table].setdefault(key, dict.fromkeys(deltas, 0))
+        for column, delta in deltas.items():
+            pending[column] += delta
+
+    def _writes(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """(statement, parameter rows) for everything this batch changed."""
+        out: list[tuple[str, list[tuple[Any, ...]]]] = []
         for table, keys in self._dirty.items():
             cols = self._sql.cols[table]
-            params = [encode_row(r, cols) for k in sorted(keys, key=repr)
-                      if (r := self._cache[table][k]) is not None]
-            if params:
-                self._cur.executemany(self._sql.upsert(table), params)
-                written += len(params)
+            fresh: list[tuple[Any, ...]] = []
+            blind: list[tuple[Any, ...]] = []
+            updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+            for key in sorted(keys, key=repr):
+                row = self._cache[table][key]
+                assert row is not None
+                stored = self._stored[table].get(key)
+                if stored is not None:
+                    changed = tuple(c for c in cols
+                                    if row[c] is not stored[c] and row[c] != stored[c])
+                    if changed:
+                        updates[changed].append((*(_encode(c, row[c]) for c in changed), *key))
+                elif key in self._absent[table]:
+                    fresh.append(encode_row(row, cols))
+                else:
+                    blind.append(encode_row(row, cols))
+            if fresh:
+                out.append((self._sql.insert(table), fresh))
+            if blind:
+                out.append((self._sql.upsert(table), blind))
+            out += [(self._sql.update(table, changed), params) for changed, params in updates.items()]
         for table, rows in self._appended.items():
             if rows:
                 cols = self._sql.cols[table]
-                self._cur.executemany(self._sql.insert(table), [encode_row(r, cols) for r in rows])
-                written += len(rows)
+                out.append((self._sql.insert(table), [encode_row(r, cols) for r in rows]))
+        for table, added in self._added.items():
+            # A net-zero change still writes: a rebuild creates the row when first touched too.
+            grouped: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+            for key, deltas in sorted(added.items(), key=lambda kv: repr(kv[0])):
+                counters = tuple(sorted(deltas))
+                grouped[counters].append((*key, *(deltas[c] for c in counters)))
+            out += [(self._sql.add(table, counters), params) for counters, params in grouped.items()]
+        return out
+
+    def flush(self) -> int:
+        """Write every changed, appended and added row; returns the number of rows written."""
+        writes = self._writes()
+        written = 0
+        with self._pipeline():
+            for statement, params in writes:
+                self._cur.executemany(statement, params)
+                written += len(params)
+        for table, keys in self._dirty.items():
+            for key in keys:
+                row = self._cache[table][key]
+                assert row is not None
+                self._stored[table][key] = dict(row)
         self._dirty.clear()
         self._appended.clear()
+        self._added.clear()
+        self._absent.clear()
         return written
 
 
@@ -293,3 +446,4 @@ def bulk_insert(cursor: Any, sql: SqlStatements, table: str, rows: Iterable[Row]
         cursor.executemany(statement, page)
         count += len(page)
     return count
+

@@ -51,14 +51,25 @@ def ddl_views(prefix: str) -> list[str]:
     return out
 
 
-def read_pointer(cur: Any) -> tuple[str, str]:
-    """(live prefix, mode) from inside a transaction."""
-    cur.execute(f'SELECT "active", "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1')
-    row = cur.fetchone()
-    assert row is not None, "projection pointer missing: open the ledger to set it up"
+def pointer_query(pg_schema: str | None = None) -> str:
+    """The statement reading (live prefix, mode); ``pg_schema`` qualifies the table."""
+    table = f'"{pg_schema}"."{POINTER_TABLE}"' if pg_schema else f'"{POINTER_TABLE}"'
+    return f'SELECT "active", "mode" FROM {table} WHERE "id" = 1'
+
+
+def parse_pointer(rows: list[Any]) -> tuple[str, str]:
+    """(live prefix, mode) from the result of :func:`pointer_query`."""
+    assert rows, "projection pointer missing: open the ledger to set it up"
+    row = rows[0]
     active, mode = (row["active"], row["mode"]) if isinstance(row, dict) else tuple(row)
     assert active in SET_PREFIXES and mode in MODES, (active, mode)
     return str(active), str(mode)
+
+
+def read_pointer(cur: Any) -> tuple[str, str]:
+    """(live prefix, mode) from inside a transaction."""
+    cur.execute(pointer_query())
+    return parse_pointer(cur.fetchall())
 
 
 def ensure_tables(db: Database) -> tuple[str, str]:
