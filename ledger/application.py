@@ -225,13 +225,9 @@ class LedgerApplication(Application[UUID]):
         every later attempt, and any read outside a command) reads the event store."""
         attempt = self._attempt
         if attempt is not None and not fresh:
-            attempt.loaded.add(aggregate_id)
-            if attempt.trust_cache:
-                cached = self._streams.get(aggregate_id)
-                if cached is not None:
-                    attempt.cached[aggregate_id] = cached
-                    assert isinstance(cached, kind), (type(cached), kind)
-                    return cached
+            cached = self._from_cache(aggregate_id, kind)
+            if cached is not None:
+                return cached
         agg: Any
         if kind is ChainAggregate:  # the only snapshotted stream
             try:
@@ -249,6 +245,20 @@ class LedgerApplication(Application[UUID]):
         if attempt is not None and not fresh:
             self._streams.put(agg)
         return agg
+
+    def _from_cache(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """The cached aggregate, if this attempt may trust the cache and has it."""
+        attempt = self._attempt
+        assert attempt is not None
+        attempt.loaded.add(aggregate_id)
+        if not attempt.trust_cache:
+            return None
+        cached = self._streams.get(aggregate_id)
+        if cached is None:
+            return None
+        assert isinstance(cached, kind), (type(cached), kind)
+        attempt.cached[aggregate_id] = cached
+        return cached
 
     def _load_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
         """Many streams in one round trip per chunk (reorgs and promotions touch thousands)."""
@@ -601,7 +611,14 @@ class LedgerApplication(Application[UUID]):
         return self.retrying(command)
 
     def _fetch_txs(self, txids: Sequence[str], into: dict[str, TransactionAggregate]) -> None:
-        missing = [t for t in dict.fromkeys(txids) if t not in into]
+        missing = []
+        for txid in dict.fromkeys(txids):
+            if txid not in into:
+                cached = self._from_cache(transaction_id(txid), TransactionAggregate)
+                if cached is not None:
+                    into[txid] = cached
+                else:
+                    missing.append(txid)
         loaded = self._load_many([transaction_id(t) for t in missing], TransactionAggregate)
         for tx in loaded.values():
             into[tx.txid] = tx

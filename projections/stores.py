@@ -27,6 +27,8 @@ BOOL_COLUMNS = frozenset({"was_broadcast", "is_coinbase", "change", "preserved",
                           "spendable", "is_outgoing", "aborted", "active"})
 _APPEND_ONLY = frozenset({"tx_audit", "action_labels"})
 _BY_TXID = ("outputs", "actions")
+UNREAD_COLUMNS: dict[str, frozenset[str]] = {"transactions": frozenset({"raw_tx"})}
+"""Columns the projector writes when a row is created and never reads or changes again."""
 
 
 def row_key(table: str, row: Row) -> Key:
@@ -135,6 +137,9 @@ class SqlStatements:
         self.dialect = dialect
         self.ph = "?" if dialect == "sqlite" else "%s"
         self.cols = {name: columns(schema, name) for name in schema.tables}
+        self.read_cols = {name: tuple(c for c in cols if c not in UNREAD_COLUMNS.get(name, ()))
+                          for name, cols in self.cols.items()}
+        """What the projector reads back: bulky columns it only ever writes are left out."""
         self._qualifier = f"{_q(pg_schema)}." if pg_schema and dialect == "postgresql" else ""
 
     def table(self, name: str) -> str:
@@ -142,14 +147,14 @@ class SqlStatements:
 
     @functools.cache  # noqa: B019 - a handful of statements per instance, instances live long
     def select(self, name: str, where: tuple[str, ...]) -> str:
-        cols = ", ".join(_q(c) for c in self.cols[name])
+        cols = ", ".join(_q(c) for c in self.read_cols[name])
         cond = " AND ".join(f"{_q(c)} = {self.ph}" for c in where)
         return f"SELECT {cols} FROM {self.table(name)} WHERE {cond}"
 
     @functools.cache  # noqa: B019
     def select_keys(self, name: str, key_columns: tuple[str, ...], count: int) -> str:
         """Rows whose ``key_columns`` equal one of ``count`` parameter tuples."""
-        cols = ", ".join(_q(c) for c in self.cols[name])
+        cols = ", ".join(_q(c) for c in self.read_cols[name])
         if len(key_columns) == 1:
             marks = ", ".join(self.ph for _ in range(count))
             return f"SELECT {cols} FROM {self.table(name)} WHERE {_q(key_columns[0])} IN ({marks})"
@@ -230,7 +235,7 @@ class SqlRowStore:
         return self._cur.connection.cursor() if self._sql.dialect == "postgresql" else self._cur
 
     def _remember(self, table: str, raw: Any) -> Row:
-        cols = self._sql.cols[table]
+        cols = self._sql.read_cols[table]
         values = tuple(_values(raw, cols))
         row = decode_row(values, cols)
         key = row_key(table, row)
@@ -324,7 +329,7 @@ class SqlRowStore:
 
     def maturing_coinbase(self, lo_exclusive: int, hi_inclusive: int) -> list[Row]:
         t = self._sql.table("outputs")
-        cols = ", ".join(_q(c) for c in self._sql.cols["outputs"])
+        cols = ", ".join(_q(c) for c in self._sql.read_cols["outputs"])
         ph = self._sql.ph
         statement = (f"SELECT {cols} FROM {t} WHERE {_q('matures_at_height')} > {ph} "
                      f"AND {_q('matures_at_height')} <= {ph}")
@@ -374,7 +379,7 @@ class SqlRowStore:
         """(statement, parameter rows) for everything this batch changed."""
         out: list[tuple[str, list[tuple[Any, ...]]]] = []
         for table, keys in self._dirty.items():
-            cols = self._sql.cols[table]
+            cols, read = self._sql.cols[table], self._sql.read_cols[table]
             fresh: list[tuple[Any, ...]] = []
             blind: list[tuple[Any, ...]] = []
             updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
@@ -383,7 +388,7 @@ class SqlRowStore:
                 assert row is not None
                 stored = self._stored[table].get(key)
                 if stored is not None:
-                    changed = tuple(c for c in cols
+                    changed = tuple(c for c in read
                                     if row[c] is not stored[c] and row[c] != stored[c])
                     if changed:
                         updates[changed].append((*(_encode(c, row[c]) for c in changed), *key))
