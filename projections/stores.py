@@ -121,6 +121,42 @@ def decode_row(values: Sequence[Any], cols: Sequence[str]) -> Row:
     return row
 
 
+class LazyRow(dict[str, Any]):
+    """A row read from SQL whose JSON columns are decoded on first access (a reorg reads
+    thousands of rows and looks at few of their JSON columns). A decoded value is recorded in
+    the row's snapshot of its stored state too, so it does not count as a change."""
+
+    __slots__ = ("raw_json", "snapshot")
+
+    def __init__(self, values: dict[str, Any], raw_json: dict[str, str]) -> None:
+        super().__init__(values)
+        self.raw_json = raw_json
+        self.snapshot: dict[str, Any] = dict(values)
+
+    def __missing__(self, column: str) -> Any:
+        value = json.loads(self.raw_json.pop(column))  # KeyError: no such column
+        self[column] = self.snapshot[column] = value
+        return value
+
+
+def decode_lazy(values: Sequence[Any], cols: Sequence[str]) -> LazyRow:
+    """DB values -> :class:`LazyRow` (JSON columns kept as text until read)."""
+    plain: dict[str, Any] = {}
+    raw_json: dict[str, str] = {}
+    for c, v in zip(cols, values, strict=True):
+        if v is None:
+            plain[c] = None
+        elif c in JSON_COLUMNS:
+            raw_json[c] = v
+        elif c in BOOL_COLUMNS:
+            plain[c] = bool(v)
+        elif isinstance(v, memoryview):
+            plain[c] = bytes(v)
+        else:
+            plain[c] = v
+    return LazyRow(plain, raw_json)
+
+
 def _q(name: str) -> str:
     return f'"{name}"'
 
@@ -212,9 +248,10 @@ class SqlRowStore:
         self._cur = cursor
         self._sql = sql
         self._cache: dict[str, dict[Key, Row | None]] = defaultdict(dict)
-        self._stored: dict[str, dict[Key, Row]] = defaultdict(dict)
-        """A shallow copy of each row as stored (the projector replaces values, never mutates
-        them in place, so an unchanged column still holds the very same object)."""
+        self._stored: dict[str, dict[Key, dict[str, Any]]] = defaultdict(dict)
+        """A shallow copy of each row read or written, as the database now holds it (the
+        projector replaces values, never mutates them in place, so an unchanged column still
+        holds the very same object). A :class:`LazyRow` shares it as its snapshot."""
         self._dirty: dict[str, set[Key]] = defaultdict(set)
         self._appended: dict[str, list[Row]] = defaultdict(list)
         self._added: dict[str, dict[Key, dict[str, int]]] = defaultdict(dict)
@@ -237,13 +274,13 @@ class SqlRowStore:
     def _remember(self, table: str, raw: Any) -> Row:
         cols = self._sql.read_cols[table]
         values = tuple(_values(raw, cols))
-        row = decode_row(values, cols)
+        row = decode_lazy(values, cols)
         key = row_key(table, row)
         cached = self._cache[table].get(key)
         if cached is not None:
             return cached  # this batch may have changed it already: the cached row wins
         self._cache[table][key] = row
-        self._stored[table][key] = dict(row)
+        self._stored[table][key] = row.snapshot
         if table in self._by_txid and row.get("txid") is not None:
             self._by_txid[table][row["txid"]].add(key)
         return row
@@ -388,8 +425,9 @@ class SqlRowStore:
                 assert row is not None
                 stored = self._stored[table].get(key)
                 if stored is not None:
-                    changed = tuple(c for c in read
-                                    if row[c] is not stored[c] and row[c] != stored[c])
+                    changed = tuple(c for c in read if c in row
+                                    and (c not in stored or (row[c] is not stored[c]
+                                                             and row[c] != stored[c])))
                     if changed:
                         updates[changed].append((*(_encode(c, row[c]) for c in changed), *key))
                 elif key in self._absent[table]:
@@ -426,7 +464,9 @@ class SqlRowStore:
             for key in keys:
                 row = self._cache[table][key]
                 assert row is not None
-                self._stored[table][key] = dict(row)
+                snapshot = self._stored[table][key] = dict(row)
+                if isinstance(row, LazyRow):
+                    row.snapshot = snapshot
         self._dirty.clear()
         self._appended.clear()
         self._added.clear()
