@@ -833,14 +833,16 @@ def projections_run(db: Db = DEFAULT_DB,
     found = stored_mode(db) or "inline"
     started, done = time.perf_counter(), [0]
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    position = 0
     try:
         with session(db, projections="catchup") as led:
-            if found == "inline":
-                out.print("the ledger was in inline mode: catch-up while this runs, inline "
-                          "again on exit", soft_wrap=True)
-            if not once:
-                out.print(f"catch-up projections on {led.url}; Ctrl-C stops", soft_wrap=True)
             try:
+                if found == "inline":
+                    out.print("the ledger was in inline mode: catch-up while this runs, inline "
+                              "again on exit", soft_wrap=True)
+                if not once:
+                    out.print(f"catch-up projections on {led.url}; Ctrl-C stops",
+                              soft_wrap=True)
                 _catch_up_loop(led, out, done, once=once, idle=idle)
             except (KeyboardInterrupt, _Stop):
                 out.print("stopping")
