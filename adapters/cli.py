@@ -69,6 +69,7 @@ PROG_ENV = "WALLET_LEDGER_PROG"
 """How to invoke this program in printed hints (``./dev`` sets ``./dev wallet-ledger``)."""
 CHAIN_EVENTS = ("chain.block_connected", "chain.block_disconnected")
 TXID_IN_TEXT = re.compile(r"\b[0-9a-f]{64}\b")
+FULL_TXID = re.compile(r"[0-9a-f]{64}")
 MIN_PREFIX = 4
 SHORT_TXID = 12
 TXID_PREFIX = re.compile(rf"[0-9a-fA-F]{{{MIN_PREFIX},63}}")
@@ -420,6 +421,10 @@ def evidence_entries(led: LedgerView, txids: Sequence[str], positions: Sequence[
         if wanted - found.keys():
             found.update({e.position: e for e in led.audit_tail(limit=MAX_LIMIT, event=event)
                           if e.position in wanted})
+    rest = wanted - found.keys()
+    if rest and isinstance(led, Ledger) and led.head_position() - min(rest) < MAX_LIMIT:
+        recent = led.audit_tail(limit=led.head_position() - min(rest) + 1)
+        found.update({e.position: e for e in recent if e.position in rest})
     return [found[p] for p in sorted(found)], sorted(wanted - found.keys())
 
 
@@ -707,32 +712,50 @@ def audit_replay(at: Annotated[str, typer.Option(
     _print_replay(report, user)
 
 
+AtOption = Annotated[str | None, typer.Option(
+    "--at", metavar="POSITION|TIME",
+    help="As the ledger believed it then: a log position, an ISO time (UTC) or HH:MM today.")]
+
+
 @audit_app.command("explain")
 def audit_explain(outpoint: Annotated[str, typer.Argument(metavar="TXID:VOUT",
                                                           help="The output to explain.")],
-                  user: User, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """Why an output is (not) spendable: the rule's inputs and the events behind them."""
+                  user: User, db: Db = DEFAULT_DB, at: AtOption = None,
+                  as_json: Json = False) -> None:
+    """Why an output is (not) spendable, now or --at a past moment: the rule's inputs and
+    the events behind them."""
+    point = None if at is None else parse_at(at)
     with session(db) as led:
         op = resolve_outpoint(db, outpoint)
-        why = led.explain_output(user, op)
+        view: LedgerView = led if point is None else led.as_of(point)
+        position = led.head_position() if view.position is None else view.position
+        try:
+            why = view.explain_output(user, op)
+        except InvalidInput as err:
+            fail(f"{err}" + ("" if point is None else f" at log position {position}"))
         related = [op.txid, *(m for r in why.reasons for m in TXID_IN_TEXT.findall(r))]
         evidence, unseen = evidence_entries(led, related, why.positions)
     if as_json:
         emit_json({**why.model_dump(), "outpoint": str(op), "user": user,
-                   "evidence": evidence})
+                   "position": position, "evidence": evidence})
         return
     out = console()
     verdict = "[green]SPENDABLE[/green]" if why.spendable else "[red]NOT SPENDABLE[/red]"
     out.print(f"{user}'s output {op}", soft_wrap=True)
-    out.print(f"is {verdict} (category {why.category}) because:")
+    if point is None:
+        out.print(f"is {verdict} (category {why.category}) because:")
+    else:
+        then = "" if isinstance(point, int) else f"at {at}, "
+        out.print(f"was {verdict} {then}at log position {position} (category {why.category}) "
+                  "because:")
     for reason in why.reasons:
         out.print(f"  • {reason}", soft_wrap=True)
     out.print(f"evidence at log positions: {', '.join(map(str, why.positions)) or '-'}")
     if evidence:
         out.print(audit_table(evidence, "Evidence"))
-    for position in unseen:
-        out.print(f"  position {position}: not among the rows looked up; "
-                  f"see {prog()} audit replay --at {position}", soft_wrap=True)
+    for missing in unseen:
+        out.print(f"  position {missing}: not among the rows looked up; "
+                  f"see {prog()} audit replay --at {missing}", soft_wrap=True)
 
 
 @audit_app.command("tail")
@@ -787,13 +810,14 @@ def projections_verify(db: Db = DEFAULT_DB, as_json: Json = False) -> None:
     else:
         console().print(_drift_table(report.differences))
     if not report.ok:
-        typer.echo(f"error: projections drifted: {len(report.differences)} differing rows",
-                   err=True)
+        n = len(report.differences)
+        typer.echo(f"error: projections drifted from the log: {_rows(n)} "
+                   f"{'differs' if n == 1 else 'differ'} from a rebuild", err=True)
         raise typer.Exit(EXIT_REFUSED)
 
 
 def _drift_table(differences: Sequence[dict[str, Any]]) -> Table:
-    t = table(f"Drift: {len(differences)} differing rows (live table vs rebuilt from the log)")
+    t = table(f"Drift: {_rows(len(differences))}")
     t.add_column("table", no_wrap=True)
     t.add_column("key", overflow="fold", ratio=1)
     t.add_column("live", overflow="fold", ratio=1)
@@ -801,10 +825,16 @@ def _drift_table(differences: Sequence[dict[str, Any]]) -> Table:
     for d in differences:
         cols = d.get("columns", [])
         live, rebuilt = d.get("live"), d.get("rebuilt")
-        t.add_row(str(d.get("table")), ":".join(map(str, d.get("key", []))),
+        key = ":".join(short_txid(k) if isinstance(k, str) and FULL_TXID.fullmatch(k) else str(k)
+                       for k in d.get("key", []))
+        t.add_row(str(d.get("table")), key,
                   _cells(live, cols) if live else "(missing)",
                   _cells(rebuilt, cols) if rebuilt else "(missing)")
     return t
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _cells(row: dict[str, Any], cols: Sequence[str]) -> str:

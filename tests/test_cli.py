@@ -387,9 +387,9 @@ def test_projections_verify_reports_drift_and_rebuild_repairs_it(scratch: str) -
     _tamper(scratch)
     result = cli("projections", "verify", "--db", scratch)
     assert result.exit_code == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: projections drifted: 2 differing rows")
+    assert result.stderr == "error: projections drifted from the log: 2 rows differ from a rebuild\n"
     fits(result.stdout)
-    assert "Drift: 2 differing rows" in result.stdout
+    assert "Drift: 2 rows" in result.stdout
     assert "satoshis=312500001" in result.stdout and "satoshis=312500000" in result.stdout
     assert "(missing)" in result.stdout
     report = json.loads(cli("projections", "verify", "--json", "--db", scratch).stdout)
