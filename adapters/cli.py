@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import text as sql_text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from adapters.demo import DemoFacts, run_demo
@@ -186,18 +186,31 @@ def _probe_postgres(url: str) -> None:
 
 
 def check_target(url: str, *, create: bool) -> None:
-    """Refuse (exit 2) a read of a database that does not exist, or an unreachable server."""
+    """Refuse (exit 2) a read of a database that holds no ledger, or an unreachable server:
+    reading never creates a ledger (nor adds its tables to somebody else's database)."""
     path = sqlite_path(url)
     if path is not None and not create and (not path.is_file() or path.stat().st_size == 0):
-        fail(f"no ledger at {path}; run `wallet-ledger demo` or give --db")
+        fail(f"no ledger at {path}; run `{prog()} demo` or give --db")
     if _scheme(url) in PG_SCHEMES:
         _probe_postgres(url)
+    if not create and holds_no_ledger(url):
+        fail(f"{path or _display(url)} holds no wallet-ledger; check --db")
 
 
-def read_sql(url: str, query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+def _display(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", "@") if parts.password else url
+
+
+def read_sql(url: str, query: str, params: dict[str, Any] | None = None
+             ) -> list[tuple[Any, ...]] | None:
     """Rows of a read-only query on the projection views at ``url`` (SQLite or PostgreSQL),
-    outside the :class:`Ledger` (which would switch the projection mode when opened); ``[]``
-    when the database holds no ledger yet."""
+    outside the :class:`Ledger` (which would switch the projection mode when opened).
+
+    ``[]`` when the database holds no ledger (no such file or table); None when it cannot be
+    asked here (unreachable, not a database, another scheme): ``Ledger.open`` names the problem.
+    """
     path = sqlite_path(url)
     if path is not None:
         if not path.is_file():
@@ -205,33 +218,46 @@ def read_sql(url: str, query: str, params: dict[str, Any] | None = None) -> list
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
                 return [tuple(r) for r in conn.execute(query, params or {}).fetchall()]
+        except sqlite3.OperationalError as err:
+            return [] if "no such table" in str(err) else None
         except sqlite3.Error:
-            return []
+            return None
     if _scheme(url) not in PG_SCHEMES:
-        return []
+        return None
     try:
         config = parse_url(url)
     except LedgerError:
-        return []
+        return None
     engine = make_engine(config.sqlalchemy_url)
     try:
         with engine.connect() as conn:
             return [tuple(r) for r in conn.execute(sql_text(query), params or {}).fetchall()]
+    except ProgrammingError as err:
+        return [] if "does not exist" in str(err) else None
+    except OperationalError as err:  # server reached, but no such database, role, password...
+        cause = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        fail(f"cannot open {_display(url)}: {cause[:300]}")
     except SQLAlchemyError:
-        return []
+        return None
     finally:
         engine.dispose()
 
 
 def stored_mode(url: str) -> str | None:
     """The projection mode (``inline`` / ``catchup``) the database at ``url`` is in; None when
-    it holds no ledger yet (``Ledger.open`` then creates one, or names the problem).
+    it holds no ledger or cannot be asked (``Ledger.open`` then creates one, or names the
+    problem).
 
     Read before opening because ``Ledger.open`` *sets* the database-wide mode: a read command
     opening a catch-up deployment inline would silently switch every writer to inline.
     """
     rows = read_sql(url, f'SELECT "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1')
     return str(rows[0][0]) if rows else None
+
+
+def holds_no_ledger(url: str) -> bool:
+    """True when the database at ``url`` is reachable and holds no ledger (nothing to read)."""
+    return read_sql(url, f'SELECT "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1') == []
 
 
 def resolve_txid(db: str, text: str) -> str:
@@ -246,7 +272,7 @@ def resolve_txid(db: str, text: str) -> str:
     prefix = value.lower()
     rows = read_sql(db, 'SELECT "txid" FROM "transactions" WHERE "txid" >= :lo AND "txid" < :hi '
                         'ORDER BY "txid" LIMIT 6', {"lo": prefix, "hi": prefix + "g"})
-    found = [str(r[0]) for r in rows]
+    found = [str(r[0]) for r in rows or []]
     if not found:
         fail(f"no transaction id starts with {prefix}", EXIT_REFUSED)
     if len(found) > 1:
@@ -274,7 +300,10 @@ def session(db: str, *, create: bool = False, projections: str | None = None) ->
     check_target(db, create=create)
     mode = projections or stored_mode(db) or "inline"
     with reporting():
-        led = Ledger.open(db, projections=mode)
+        try:
+            led = Ledger.open(db, projections=mode)
+        except sqlite3.DatabaseError as err:  # the library lets this one through (see tests)
+            fail(f"cannot open {_display(db)}: {err}")
     try:
         with reporting():
             yield led

@@ -512,6 +512,29 @@ def test_bad_database_url_for_the_demo(tmp_path: Path) -> None:
     refused(cli("demo", "--db", "memory://", "--reset"), 2, "--reset")
 
 
+def test_a_database_that_is_not_a_ledger_is_left_alone(tmp_path: Path) -> None:
+    garbage = tmp_path / "notes.db"
+    garbage.write_text("not a database")
+    refused(cli("balance", "-u", "bob", "--db", f"sqlite:///{garbage}"), 2,
+            "cannot open", "file is not a database")
+    other = tmp_path / "other-app.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    refused(cli("history", ZERO, "--db", f"sqlite:///{other}"), 2, "holds no wallet-ledger")
+    with sqlite3.connect(other) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert tables == {"invoices"}, "a read added nothing to somebody else's database"
+
+
+@pytest.mark.postgres
+def test_postgres_without_a_ledger_or_without_the_database(pg_database: str) -> None:
+    empty = new_pg_schema(pg_database)
+    refused(cli("balance", "-u", "bob", "--db", empty), 2, "holds no wallet-ledger")
+    missing = pg_database.rsplit("/", 1)[0] + "/wl_no_such_database"
+    refused(cli("balance", "-u", "bob", "--db", missing), 2, "cannot open",
+            'database "wl_no_such_database" does not exist')
+
+
 @pytest.mark.parametrize(("content", "fragment"), [
     ('{"height": 1}\n{not json\n', "line 2: not JSON"),
     ("[1, 2]\n", "line 1: expected an object"),
@@ -618,3 +641,44 @@ def test_opening_a_catch_up_ledger_for_reading_keeps_it_in_catch_up_mode(tmp_pat
             reader.audit_tail()
         world.mine_empty(1)
         assert writer.run_projections() == 3, "the writer's deployment is still catch-up"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Ledger.broadcast hands broadcasters the raw transaction (facade.py Ledger.broadcast: "
+    "broadcast_sequentially(broadcasters, self._app.raw_tx(txid), txid)) where the Broadcaster "
+    "contract is broadcast(beef, txid); sign_action's input_beef is validated, then dropped, so "
+    "no BEEF can be built. Fix: keep input_beef and pass BEEF(inputs' ancestry + raw tx)."))
+def test_broadcast_hands_broadcasters_a_beef(tmp_path: Path) -> None:
+    received: list[bytes] = []
+
+    class Recorder:
+        name = "recorder"
+
+        def broadcast(self, beef: bytes, txid: str) -> ProviderResult:
+            received.append(beef)
+            return ProviderResult(provider=self.name, status="success")
+
+    with Ledger.open(f"sqlite:///{tmp_path / 'b.db'}") as led:
+        world = World(led)
+        world.mine_empty(3)
+        (coin,) = world.fund("frank", [9_000])
+        raw, _ = world.spend("frank", "pay", [coin], [(8_500, world.script())])
+        parent = led.get_transaction(coin.txid).raw_tx
+        assert parent is not None
+        led.sign_action("frank", "pay", raw_tx=raw, input_beef=chainkit.make_beef("V1", parent))
+        led.broadcast(chainkit.txid_of(raw), [Recorder()])
+    assert received[0][:4] in (chainkit.BEEF_V1_MAGIC, chainkit.BEEF_V2_MAGIC,
+                               chainkit.ATOMIC_BEEF_MAGIC), "a BEEF, not a bare raw tx"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Ledger.open on a file that is not a SQLite database raises sqlite3.DatabaseError: "
+    "facade.py _storage_errors converts only eventsourcing PersistenceError and SQLAlchemy "
+    "DBAPIError, but eventsourcing's SQLite pool runs PRAGMA journal_mode on the raw sqlite3 "
+    "connection. Fix: also convert sqlite3.Error (and psycopg.Error) to StorageError."))
+def test_opening_a_file_that_is_not_a_database_raises_storage_error(tmp_path: Path) -> None:
+    from ledger import StorageError
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database")
+    with pytest.raises(StorageError):
+        Ledger.open(f"sqlite:///{garbage}")
