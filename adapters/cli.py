@@ -124,13 +124,13 @@ class OneLineErrors(TyperGroup):
 
 app = typer.Typer(
     cls=OneLineErrors, no_args_is_help=True, add_completion=False,
-    pretty_exceptions_enable=False, rich_markup_mode="rich",
+    pretty_exceptions_enable=False, rich_markup_mode="markdown",
     help="An event-sourced transaction ledger for BSV wallets: play the demo, read actions, "
          "outputs and balances, audit what the wallet believed and why, maintain projections.")
 audit_app = typer.Typer(no_args_is_help=True,
-                        help="Incident audits: replay the past, explain an output, tail the log.")
+                        help="Incident audits: replay, explain, tail.")
 projections_app = typer.Typer(no_args_is_help=True,
-                              help="Projection maintenance: rebuild, verify, catch-up process.")
+                              help="Rebuild, verify, run or switch the projections.")
 headers_app = typer.Typer(no_args_is_help=True, help="Feed block headers to the ledger's chain.")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
@@ -517,7 +517,11 @@ def _hints(out: Console, db: str, facts: DemoFacts) -> None:
 def demo(db: Db = DEFAULT_DB,
          reset: Annotated[bool, typer.Option(
              "--reset", help="Delete an existing SQLite file first.")] = False) -> None:
-    """Play a realistic wallet story on a fresh SQLite file and show what happened."""
+    """Play the demo wallet story on a fresh SQLite file.
+
+    Three users, payments, a provider outage, a rejected transaction, proofs, a 2-block reorg
+    and a coinbase maturing, narrated step by step; ends with the commands to inspect it.
+    """
     _fresh_target(db, reset)
     out = console()
     started = time.perf_counter()
@@ -540,7 +544,11 @@ def outputs(user: User, db: Db = DEFAULT_DB,
                 "--all", help="Also listed outputs that are not spendable now.")] = False,
             limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
             as_json: Json = False) -> None:
-    """A user's outputs: spendable ones (largest first), or all listed ones with --all."""
+    """A user's spendable outputs (all listed ones with --all).
+
+    Largest first. Outputs of queued, invalid, doubleSpend, frozen and nonfinal transactions
+    are never listed.
+    """
     with session(db) as led:
         page = led.list_outputs(user, basket=basket, spendable=None if all_ else True,
                                 limit=_limit(limit))
@@ -558,7 +566,7 @@ def actions(user: User, db: Db = DEFAULT_DB,
                 help="Only actions with this label (repeatable: any of them).")] = None,
             limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
             as_json: Json = False) -> None:
-    """A user's actions (payments made and received), newest first."""
+    """A user's actions: payments made and received, newest first."""
     with session(db) as led:
         page = led.list_actions(user, labels=label or [], limit=_limit(limit))
     if as_json:
@@ -580,7 +588,7 @@ def actions(user: User, db: Db = DEFAULT_DB,
 
 @app.command()
 def tx(txid: Txid, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """One transaction: processing state, attempts, proof."""
+    """One transaction: state, attempts, proof."""
     with session(db) as led:
         view = led.get_transaction(resolve_txid(db, txid))
     if as_json:
@@ -614,7 +622,11 @@ def balance(user: User, db: Db = DEFAULT_DB,
             basket: Annotated[str | None, typer.Option(
                 help="Only this basket (default: every basket).")] = None,
             as_json: Json = False) -> None:
-    """A user's satoshis: spendable, reserved, pending, immature, quarantined."""
+    """A user's balance in satoshis, by category.
+
+    spendable, reserved (by unsigned actions), pending (visible, not yet spendable), immature
+    (coinbase), quarantined (inputs held after a double spend).
+    """
     with session(db) as led:
         b = led.balance(user, basket=basket)
     if as_json:
@@ -626,7 +638,11 @@ def balance(user: User, db: Db = DEFAULT_DB,
 
 @app.command()
 def history(txid: Txid, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """A transaction's timeline: every event with its log position."""
+    """A transaction's timeline, with log positions.
+
+    Every event: position, time, event, from → to, details (provider answers, proofs, reorgs,
+    operator reasons).
+    """
     with session(db) as led:
         txid = resolve_txid(db, txid)
         entries = led.history(txid)
@@ -731,7 +747,10 @@ def audit_replay(at: Annotated[str, typer.Option(
                  user: Annotated[str | None, typer.Option(
                      "--user", "-u", help="Focus on one user's actions and outputs.")] = None,
                  as_json: Json = False) -> None:
-    """What the wallet believed at a position or time: states and spendable outputs then."""
+    """What the wallet believed at a log position or time.
+
+    Transaction states then and now, balances then and now, spendable outputs then.
+    """
     point = parse_at(at)
     with session(db) as led:
         report = _replay(led, point, user)
@@ -751,8 +770,11 @@ def audit_explain(outpoint: Annotated[str, typer.Argument(metavar="TXID:VOUT",
                                                           help="The output to explain.")],
                   user: User, db: Db = DEFAULT_DB, at: AtOption = None,
                   as_json: Json = False) -> None:
-    """Why an output is (not) spendable, now or --at a past moment: the rule's inputs and
-    the events behind them."""
+    """Why an output is (or was) spendable, with evidence.
+
+    The spendability rule's inputs, now or --at a past moment, and the events (log positions)
+    that set them.
+    """
     point = None if at is None else parse_at(at)
     with session(db) as led:
         op = resolve_outpoint(db, outpoint)
@@ -793,7 +815,7 @@ def audit_tail(db: Db = DEFAULT_DB,
                event: Annotated[str | None, typer.Option(
                    help="Only this event, e.g. processing.rejected.")] = None,
                as_json: Json = False) -> None:
-    """The newest audit rows (newest first), optionally of one event type."""
+    """The newest audit rows, optionally of one event type."""
     with session(db) as led:
         entries = led.audit_tail(limit=_limit(limit), event=event)
     if as_json:
@@ -810,7 +832,11 @@ def audit_tail(db: Db = DEFAULT_DB,
 
 @projections_app.command("rebuild")
 def projections_rebuild(db: Db = DEFAULT_DB) -> None:
-    """Rebuild every projection from the log beside the live tables, then swap them in."""
+    """Rebuild every projection from the log (blue/green).
+
+    Fresh tables are built beside the live ones and swapped in in one transaction; readers
+    never see a half-built projection. Progress (events/s) goes to stderr.
+    """
     columns = (TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn())
     with session(db) as led, Progress(*columns, console=err_console()) as bar:
@@ -829,7 +855,7 @@ def projections_rebuild(db: Db = DEFAULT_DB) -> None:
 
 @projections_app.command("verify")
 def projections_verify(db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """Diff the live projections against a rebuild from the log; exit 1 on drift."""
+    """Diff the live projections against a rebuild; exit 1 on drift."""
     with session(db) as led:
         report = led.verify_projections()
     if as_json:
@@ -884,7 +910,11 @@ def projections_run(db: Db = DEFAULT_DB,
                         "--once", help="One catch-up pass, then exit.")] = False,
                     idle: Annotated[float, typer.Option(
                         help="Seconds to wait when nothing is pending.")] = IDLE_WAIT_S) -> None:
-    """The catch-up projection process: projects new events until Ctrl-C (or SIGTERM)."""
+    """The catch-up projection process, until Ctrl-C.
+
+    Projects new events page by page (exactly once). Ctrl-C or SIGTERM stops it cleanly; a
+    ledger that was inline is switched back to inline on exit.
+    """
     if not 0 < idle <= 60:
         fail(f"--idle must be more than 0 and at most 60 seconds, got {idle}")
     out = console()
@@ -934,7 +964,10 @@ def projections_mode(
         mode: Annotated[str | None, typer.Argument(
             metavar="[inline|catchup]", help="Switch to this mode (default: show the mode).")
         ] = None) -> None:
-    """Show or set how projections are written: inline (with each command) or catch-up."""
+    """Show or switch the projection mode (inline or catchup).
+
+    inline: rows written with each command; catchup: a `projections run` process writes them.
+    """
     if mode is not None and mode not in ("inline", "catchup"):
         fail(f"the projection mode is inline or catchup, got {mode[:40]!r}")
     check_target(db, create=False)
@@ -974,7 +1007,11 @@ def read_headers(path: Path) -> list[dict[str, Any]]:
 def headers_apply(file: Annotated[Path, typer.Argument(
                       metavar="FILE", help="JSON lines: {height, hash, prev_hash, merkle_root}.")],
                   db: Db = DEFAULT_DB) -> None:
-    """Extend the ledger's header chain, or reorganise it at a known fork point."""
+    """Apply block headers from a JSON-lines file (may reorg).
+
+    One {height, hash, prev_hash, merkle_root} object per line. Headers that connect below the
+    tip reorganise the chain; headers that connect to nothing known are refused (exit 1).
+    """
     headers = read_headers(file)
     connected = disconnected = 0
     affected: list[str] = []
@@ -1006,7 +1043,11 @@ def transition(txid: Txid,
                state: Annotated[str, typer.Argument(
                    metavar="STATE", help="Target processing state, e.g. frozen or unfail.")],
                reason: Reason, db: Db = DEFAULT_DB, actor: Actor = None) -> None:
-    """An operator's move of a transaction's processing state (FSM-checked)."""
+    """Move a transaction to another state (FSM-checked).
+
+    e.g. frozen, or unfail for an invalid/doubleSpend one. unconfirmed, confirmed and reorging
+    follow proofs and blocks only. A refused move is recorded (processing.rejected).
+    """
     with session(db) as led:
         txid = resolve_txid(db, txid)
         before = led.get_transaction(txid).state
@@ -1023,7 +1064,11 @@ def transition(txid: Txid,
 def confirm_unspent(outpoints: Annotated[list[str], typer.Argument(
                         metavar="TXID:VOUT...", help="Outputs known to be unspent.")],
                     reason: Reason, db: Db = DEFAULT_DB, actor: Actor = None) -> None:
-    """Release inputs quarantined after a double spend, once known to be unspent."""
+    """Release quarantined inputs known to be unspent.
+
+    Inputs of a transaction that lost a double-spend race stay quarantined until a UTXO check
+    (or an operator) confirms they are unspent.
+    """
     with session(db) as led:
         ops = [resolve_outpoint(db, o) for o in outpoints]
         led.confirm_unspent(ops, reason=reason, actor=_actor(actor))
