@@ -139,11 +139,12 @@ def test_help_lists_every_command_with_a_one_line_purpose() -> None:
         line = next((ln for ln in text.splitlines() if re.search(rf"│ {name}\s{{2,}}\S", ln)),
                     None)
         assert line is not None, f"{name} has no purpose line in --help"
-    box = text.split("Commands")[1].splitlines()[1:-1]
+    box = [ln for ln in text.split("Commands")[1].splitlines() if ln.startswith("│")]
     assert len(box) == len(COMMANDS), "one line per command:\n" + "\n".join(box)
     groups = {"audit": 3, "projections": 4, "headers": 1}
     for group, count in groups.items():
-        sub = ok(cli(group, "--help")).split("Commands")[1].splitlines()[1:-1]
+        sub = [ln for ln in ok(cli(group, "--help")).split("Commands")[1].splitlines()
+               if ln.startswith("│")]
         assert len(sub) == count, "one line per command:\n" + "\n".join(sub)
 
 
