@@ -216,7 +216,8 @@ def read_sql(url: str, query: str, params: dict[str, Any] | None = None
         if not path.is_file():
             return []
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                 timeout=5) as conn:
                 return [tuple(r) for r in conn.execute(query, params or {}).fetchall()]
         except sqlite3.OperationalError as err:
             return [] if "no such table" in str(err) else None
@@ -528,7 +529,9 @@ def demo(db: Db = DEFAULT_DB,
     with session(db, create=True) as led:
         if led.head_position() > 0:
             fail(f"{led.url} already holds a ledger; the demo needs an empty database")
-        out.print(f"[bold]wallet-ledger demo[/bold] -> {led.url}", soft_wrap=True)
+        path = sqlite_path(db)
+        where = f"{led.url} ({path.resolve()})" if path else led.url
+        out.print(f"[bold]wallet-ledger demo[/bold] -> {where}", soft_wrap=True)
         facts = run_demo(led, out)
     out.print(f"\n  {facts.events} events in {time.perf_counter() - started:.1f} s.")
     _hints(out, db, facts)
