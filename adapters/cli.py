@@ -966,7 +966,7 @@ def projections_mode(
         db: Db = DEFAULT_DB,
         mode: Annotated[str | None, typer.Argument(
             metavar="[inline|catchup]", help="Switch to this mode (default: show the mode).")
-        ] = None) -> None:
+        ] = None, as_json: Json = False) -> None:
     """Show or switch the projection mode (inline or catchup).
 
     inline: rows written with each command; catchup: a `projections run` process writes them.
@@ -976,6 +976,9 @@ def projections_mode(
     check_target(db, create=False)
     with session(db, projections=mode) as led:
         current = led.projection_mode
+    if as_json:
+        emit_json({"mode": current})
+        return
     console().print(f"projections: {current}"
                     + (f" (a catch-up process must run: {prog()} projections run)"
                        if current == "catchup" else ""))

@@ -312,7 +312,7 @@ def test_json_output_is_pure_json_for_every_read_command(demo: Demo) -> None:
                  ["balance", "-u", "bob"], ["history", demo.lunch],
                  ["audit", "replay", "--at", "50"], ["audit", "explain", f"{demo.lunch}:1",
                                                      "-u", "bob"],
-                 ["audit", "tail"], ["projections", "verify"]):
+                 ["audit", "tail"], ["projections", "verify"], ["projections", "mode"]):
         result = cli(*args, "--json", *demo.db())
         json.loads(ok(result))
         assert result.stderr == "", args
