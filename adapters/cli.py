@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
+import re
+import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,15 +26,20 @@ from urllib.parse import unquote, urlsplit
 
 import typer
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from adapters.demo import DemoFacts, run_demo
+from adapters.persistence import parse_url
 from ledger import (
     AuditEntry,
     Balance,
+    IllegalTransition,
     InvalidInput,
     Ledger,
     LedgerError,
@@ -40,6 +49,8 @@ from ledger import (
     StorageError,
 )
 from ledger.chain import MAX_HEADERS_PER_CALL
+from projections.db import make_engine
+from projections.schema import POINTER_TABLE
 
 try:  # recent typer vendors click
     from typer._click.exceptions import ClickException
@@ -54,6 +65,14 @@ PG_PROBE_TIMEOUT_S = 3.0
 REPLAY_SCAN_EVENTS = 1_000
 MAX_LIMIT = 1_000
 IDLE_WAIT_S = 0.5
+PROG_ENV = "WALLET_LEDGER_PROG"
+"""How to invoke this program in printed hints (``./dev`` sets ``./dev wallet-ledger``)."""
+CHAIN_EVENTS = ("chain.block_connected", "chain.block_disconnected")
+TXID_IN_TEXT = re.compile(r"\b[0-9a-f]{64}\b")
+FULL_TXID = re.compile(r"[0-9a-f]{64}")
+MIN_PREFIX = 4
+SHORT_TXID = 12
+TXID_PREFIX = re.compile(rf"[0-9a-fA-F]{{{MIN_PREFIX},63}}")
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -105,13 +124,13 @@ class OneLineErrors(TyperGroup):
 
 app = typer.Typer(
     cls=OneLineErrors, no_args_is_help=True, add_completion=False,
-    pretty_exceptions_enable=False, rich_markup_mode="rich",
+    pretty_exceptions_enable=False, rich_markup_mode="markdown",
     help="An event-sourced transaction ledger for BSV wallets: play the demo, read actions, "
          "outputs and balances, audit what the wallet believed and why, maintain projections.")
 audit_app = typer.Typer(no_args_is_help=True,
-                        help="Incident audits: replay the past, explain an output, tail the log.")
+                        help="Incident audits: replay, explain, tail.")
 projections_app = typer.Typer(no_args_is_help=True,
-                              help="Projection maintenance: rebuild, verify, catch-up process.")
+                              help="Rebuild, verify, run or switch the projections.")
 headers_app = typer.Typer(no_args_is_help=True, help="Feed block headers to the ledger's chain.")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
@@ -123,6 +142,8 @@ Db = Annotated[str, typer.Option(
 Json = Annotated[bool, typer.Option("--json", help="Plain JSON on stdout instead of tables.")]
 User = Annotated[str, typer.Option("--user", "-u", metavar="USER", help="The wallet user.")]
 Reason = Annotated[str, typer.Option("--reason", "-r", help="Why (recorded in the event).")]
+Txid = Annotated[str, typer.Argument(
+    metavar="TXID", help="A transaction id: 64 hex digits, or a unique prefix (4+).")]
 Actor = Annotated[str | None, typer.Option(
     "--actor", help="Who is acting (recorded in the event); default: your login name.")]
 
@@ -165,20 +186,125 @@ def _probe_postgres(url: str) -> None:
 
 
 def check_target(url: str, *, create: bool) -> None:
-    """Refuse (exit 2) a read of a database that does not exist, or an unreachable server."""
+    """Refuse (exit 2) a read of a database that holds no ledger, or an unreachable server:
+    reading never creates a ledger (nor adds its tables to somebody else's database)."""
     path = sqlite_path(url)
     if path is not None and not create and (not path.is_file() or path.stat().st_size == 0):
-        fail(f"no ledger at {path}; run `wallet-ledger demo` or give --db")
+        fail(f"no ledger at {path}; run `{prog()} demo` or give --db")
     if _scheme(url) in PG_SCHEMES:
         _probe_postgres(url)
+    if not create and holds_no_ledger(url):
+        fail(f"{path or _display(url)} holds no wallet-ledger; check --db")
+
+
+def _display(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", "@") if parts.password else url
+
+
+def read_sql(url: str, query: str, params: dict[str, Any] | None = None
+             ) -> list[tuple[Any, ...]] | None:
+    """Rows of a read-only query on the projection views at ``url`` (SQLite or PostgreSQL),
+    outside the :class:`Ledger` (which would switch the projection mode when opened).
+
+    ``[]`` when the database holds no ledger (no such file or table); None when it cannot be
+    asked here (unreachable, not a database, another scheme): ``Ledger.open`` names the problem.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        if not path.is_file():
+            return []
+        try:
+            with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                 timeout=5) as conn:
+                return [tuple(r) for r in conn.execute(query, params or {}).fetchall()]
+        except sqlite3.OperationalError as err:
+            return [] if "no such table" in str(err) else None
+        except sqlite3.Error:
+            return None
+    if _scheme(url) not in PG_SCHEMES:
+        return None
+    try:
+        config = parse_url(url)
+    except LedgerError:
+        return None
+    engine = make_engine(config.sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sql_text(query), params or {}).fetchall()]
+    except ProgrammingError as err:
+        return [] if "does not exist" in str(err) else None
+    except OperationalError as err:  # server reached, but no such database, role, password...
+        cause = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        fail(f"cannot open {_display(url)}: {cause[:300]}")
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def stored_mode(url: str) -> str | None:
+    """The projection mode (``inline`` / ``catchup``) the database at ``url`` is in; None when
+    it holds no ledger or cannot be asked (``Ledger.open`` then creates one, or names the
+    problem).
+
+    Read before opening because ``Ledger.open`` *sets* the database-wide mode: a read command
+    opening a catch-up deployment inline would silently switch every writer to inline.
+    """
+    rows = read_sql(url, f'SELECT "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1')
+    return str(rows[0][0]) if rows else None
+
+
+def holds_no_ledger(url: str) -> bool:
+    """True when the database at ``url`` is reachable and holds no ledger (nothing to read)."""
+    return read_sql(url, f'SELECT "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1') == []
+
+
+def resolve_txid(db: str, text: str) -> str:
+    """A full txid, or a unique prefix of one (at least 4 hex digits; a trailing ``…`` as the
+    tables print it is fine): the full txid. Unknown prefix exit 1, ambiguous or malformed 2."""
+    value = text.strip().removesuffix("…").removesuffix("...")
+    if len(value) == 64:
+        return value  # the ledger validates it
+    if not TXID_PREFIX.fullmatch(value):
+        fail(f"a txid is 64 hex digits, or a unique prefix of at least {MIN_PREFIX}; "
+             f"got {text[:80]!r}")
+    prefix = value.lower()
+    rows = read_sql(db, 'SELECT "txid" FROM "transactions" WHERE "txid" >= :lo AND "txid" < :hi '
+                        'ORDER BY "txid" LIMIT 6', {"lo": prefix, "hi": prefix + "g"})
+    found = [str(r[0]) for r in rows or []]
+    if not found:
+        fail(f"no transaction id starts with {prefix}", EXIT_REFUSED)
+    if len(found) > 1:
+        shown = ", ".join(f[:len(prefix) + 4] + "…" for f in found[:5])
+        fail(f"{prefix} is ambiguous ({shown}{', …' if len(found) > 5 else ''}); "
+             "give more hex digits")
+    return found[0]
+
+
+def resolve_outpoint(db: str, text: str) -> Outpoint:
+    """``TXID:VOUT`` where TXID may be a unique prefix (see :func:`resolve_txid`)."""
+    txid, sep, vout = text.strip().rpartition(":")
+    if not sep or not txid:
+        fail(f"an outpoint is written TXID:VOUT, got {text[:100]!r}")
+    with reporting():
+        return Outpoint.parse(f"{resolve_txid(db, txid)}:{vout}")
 
 
 @contextmanager
-def session(db: str, *, create: bool = False, projections: str = "inline") -> Iterator[Ledger]:
-    """The ledger at ``db``, with its errors reported as one line and an exit code."""
+def session(db: str, *, create: bool = False, projections: str | None = None) -> Iterator[Ledger]:
+    """The ledger at ``db``, with its errors reported as one line and an exit code.
+
+    ``projections=None`` keeps the mode the database is in (inline for a new one).
+    """
     check_target(db, create=create)
+    mode = projections or stored_mode(db) or "inline"
     with reporting():
-        led = Ledger.open(db, projections=projections)
+        try:
+            led = Ledger.open(db, projections=mode)
+        except sqlite3.DatabaseError as err:  # the library lets this one through (see tests)
+            fail(f"cannot open {_display(db)}: {err}")
     try:
         with reporting():
             yield led
@@ -212,13 +338,28 @@ def when(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def table(title: str, *columns: str, **options: Any) -> Table:
+    """The CLI's table style: a rule under the header, no vertical borders, so that the
+    columns that matter fit an 80-column terminal."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+              show_edge=False, padding=(0, 1, 0, 0), **options)
+    for name in columns:
+        t.add_column(name)
+    return t
+
+
+def short_txid(txid: str) -> str:
+    """A txid as tables show it: a prefix that commands accept back (see resolve_txid)."""
+    return txid[:SHORT_TXID] + "…"
+
+
 def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) >= 64 and value[:64].isalnum():
         return value[:8] + "…" + value[64:]  # a txid or hash, with any ":vout" kept
     if isinstance(value, list):
         if len(value) <= 2 and all(not isinstance(v, dict | list) for v in value):
             return ",".join(_short(v) for v in value)
-        return f"{len(value)} entries"
+        return str(len(value))
     text = str(value)
     return text if len(text) <= 48 else text[:47] + "…"
 
@@ -255,56 +396,72 @@ def audit_table(entries: Sequence[AuditEntry], title: str, *, with_txid: bool = 
     """A timeline: position, time, event, from → to, details (one day: the date in the title)."""
     days = {e.at.astimezone(UTC).date() for e in entries}
     one_day = len(days) == 1
-    table = Table(title=f"{title} — {days.pop()} UTC" if one_day else title,
-                  title_justify="left")
-    table.add_column("pos", justify="right", no_wrap=True)
-    table.add_column("time" if one_day else "time (UTC)", no_wrap=one_day)
-    table.add_column("event", no_wrap=True)
-    if with_txid:
-        table.add_column("txid", no_wrap=True)
-    table.add_column("from → to")
-    table.add_column("details", overflow="fold", ratio=1)
+    t = table(f"{title} ({days.pop()}, UTC)" if one_day else f"{title} (UTC)")
+    t.add_column("pos", justify="right", no_wrap=True)
+    t.add_column("time", no_wrap=one_day)
+    t.add_column("event (txid)" if with_txid else "event", no_wrap=True)
+    t.add_column("from → to", max_width=13)
+    t.add_column("details", ratio=1, overflow="fold")
     for e in entries:
-        at = when(e.at)[11:-1] if one_day else when(e.at)
-        txid = [_short(e.txid) if e.txid else ""] if with_txid else []
-        table.add_row(str(e.position), at, e.event, *txid, _arrow(e), details_text(e))
-    return table
+        at = when(e.at)[11:19] if one_day else when(e.at)
+        event = f"{e.event}\n({short_txid(e.txid)})" if with_txid and e.txid else e.event
+        t.add_row(str(e.position), at, event, _arrow(e), details_text(e))
+    return t
 
 
 def outputs_table(outputs: Iterable[OutputView], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("outpoint", overflow="fold", ratio=3)
-    table.add_column("satoshis", justify="right", no_wrap=True)
-    table.add_column("basket", overflow="fold", ratio=1)
-    table.add_column("category")
-    table.add_column("flags")
+    t = table(title)
+    t.add_column("outpoint", no_wrap=True)
+    t.add_column("satoshis", justify="right", no_wrap=True)
+    t.add_column("basket", overflow="fold", ratio=1)
+    t.add_column("category", no_wrap=True)
+    t.add_column("flags")
+    t.add_column("tags", overflow="fold", ratio=1)
     for o in outputs:
-        flags = ", ".join(f for f, on in (("change", o.change), ("coinbase", o.is_coinbase))
-                          if on)
-        table.add_row(f"{o.txid}:{o.vout}", f"{o.satoshis:,}", o.basket, o.category, flags)
-    return table
+        flags = ",".join(f for f, on in (("change", o.change), ("coinbase", o.is_coinbase)) if on)
+        t.add_row(f"{short_txid(o.txid)}:{o.vout}", f"{o.satoshis:,}", o.basket, o.category,
+                  flags, ",".join(o.tags))
+    return t
+
+
+BUCKETS = ("spendable", "reserved", "pending", "immature", "quarantined")
 
 
 def balance_table(balances: Sequence[tuple[str, Balance]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("")
-    for bucket in ("spendable", "reserved", "pending", "immature", "quarantined"):
-        table.add_column(bucket, justify="right")
+    t = table(title, "")
+    for bucket in BUCKETS:
+        t.add_column(bucket, justify="right")
     for name, b in balances:
-        table.add_row(name, *(f"{v:,}" for v in (b.spendable, b.reserved, b.pending,
-                                                  b.immature, b.quarantined)))
-    return table
+        t.add_row(name, *(f"{getattr(b, bucket):,}" for bucket in BUCKETS))
+    return t
+
+
+def evidence_entries(led: LedgerView, txids: Sequence[str], positions: Sequence[int]
+                     ) -> tuple[list[AuditEntry], list[int]]:
+    """The audit rows at ``positions``: looked up in the histories of ``txids``, then among the
+    newest chain events. Returns (found rows in order, positions not found)."""
+    wanted = set(positions)
+    found: dict[int, AuditEntry] = {}
+    for txid in dict.fromkeys(txids):
+        try:
+            found.update({e.position: e for e in led.history(txid) if e.position in wanted})
+        except LedgerError:
+            continue
+    for event in CHAIN_EVENTS:
+        if wanted - found.keys():
+            found.update({e.position: e for e in led.audit_tail(limit=MAX_LIMIT, event=event)
+                          if e.position in wanted})
+    rest = wanted - found.keys()
+    if rest and isinstance(led, Ledger) and led.head_position() - min(rest) < MAX_LIMIT:
+        recent = led.audit_tail(limit=led.head_position() - min(rest) + 1)
+        found.update({e.position: e for e in recent if e.position in rest})
+    return [found[p] for p in sorted(found)], sorted(wanted - found.keys())
 
 
 def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         fail(f"--limit must be from 1 to {MAX_LIMIT}, got {limit}")
     return limit
-
-
-def parse_outpoint(text: str) -> Outpoint:
-    with reporting():
-        return Outpoint.parse(text)
 
 
 # --- demo ------------------------------------------------------------------------------------
@@ -323,41 +480,58 @@ def _fresh_target(db: str, reset: bool) -> None:
             Path(f"{path}{extra}").unlink(missing_ok=True)
 
 
+def prog() -> str:
+    """This program as the user can type it again (``./dev wallet-ledger`` under ``./dev``)."""
+    return os.environ.get(PROG_ENV, "").strip() or "wallet-ledger"
+
+
 def _hints(out: Console, db: str, facts: DemoFacts) -> None:
-    flag = "" if db == DEFAULT_DB else f" --db {db}"
     out.print()
     out.rule("[bold]Inspect what it did", align="left")
+    if _scheme(db) == "memory":
+        out.print("  a memory:// ledger is gone when the demo exits; give --db sqlite:///FILE "
+                  "to keep one to inspect")
+        return
+    flag = "" if db == DEFAULT_DB else f" --db {db}"
+    me = prog()
     lines = [
         ("the rent payment's timeline: outage, proofs, reorg",
-         f"wallet-ledger history {facts.rent_txid}{flag}"),
+         f"history {facts.rent_txid}"),
         ("why carol's coinbase output is spendable, with event positions",
-         f"wallet-ledger audit explain {facts.coinbase_txid}:0 --user carol{flag}"),
+         f"audit explain {facts.coinbase_txid}:0 --user carol"),
         ("what the wallet believed right after the reorg",
-         f"wallet-ledger audit replay --at {facts.reorg_position} --user bob{flag}"),
-        ("the rejected payment", f"wallet-ledger history {facts.rejected_txid}{flag}"),
-        ("outputs, actions and a balance", f"wallet-ledger outputs --user carol{flag}"),
-        ("", f"wallet-ledger actions --user alice{flag}"),
-        ("", f"wallet-ledger balance --user bob{flag}"),
-        ("rebuild-from-zero equals the live tables", f"wallet-ledger projections verify{flag}"),
+         f"audit replay --at {facts.reorg_position} --user bob"),
+        ("the rejected payment", f"history {facts.rejected_txid}"),
+        ("outputs, actions and a balance", "outputs --user carol"),
+        ("", "actions --user alice"),
+        ("", "balance --user bob"),
+        ("rebuild-from-zero equals the live tables", "projections verify"),
+        ("every command, with what it is for", "--help"),
     ]
     for text, command in lines:
         if text:
             out.print(f"  [dim]# {text}[/dim]")
-        out.print(f"  {command}", soft_wrap=True)
+        out.print(f"  {me} {command}{flag if command != '--help' else ''}", soft_wrap=True)
 
 
 @app.command()
 def demo(db: Db = DEFAULT_DB,
          reset: Annotated[bool, typer.Option(
              "--reset", help="Delete an existing SQLite file first.")] = False) -> None:
-    """Play a realistic wallet story on a fresh SQLite file and show what happened."""
+    """Play the demo wallet story on a fresh SQLite file.
+
+    Three users, payments, a provider outage, a rejected transaction, proofs, a 2-block reorg
+    and a coinbase maturing, narrated step by step; ends with the commands to inspect it.
+    """
     _fresh_target(db, reset)
     out = console()
     started = time.perf_counter()
     with session(db, create=True) as led:
         if led.head_position() > 0:
             fail(f"{led.url} already holds a ledger; the demo needs an empty database")
-        out.print(f"[bold]wallet-ledger demo[/bold] -> {led.url}", soft_wrap=True)
+        path = sqlite_path(db)
+        where = f"{led.url} ({path.resolve()})" if path else led.url
+        out.print(f"[bold]wallet-ledger demo[/bold] -> {where}", soft_wrap=True)
         facts = run_demo(led, out)
     out.print(f"\n  {facts.events} events in {time.perf_counter() - started:.1f} s.")
     _hints(out, db, facts)
@@ -373,7 +547,11 @@ def outputs(user: User, db: Db = DEFAULT_DB,
                 "--all", help="Also listed outputs that are not spendable now.")] = False,
             limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
             as_json: Json = False) -> None:
-    """A user's outputs: spendable ones (largest first), or all listed ones with --all."""
+    """A user's spendable outputs (all listed ones with --all).
+
+    Largest first. Outputs of queued, invalid, doubleSpend, frozen and nonfinal transactions
+    are never listed.
+    """
     with session(db) as led:
         page = led.list_outputs(user, basket=basket, spendable=None if all_ else True,
                                 limit=_limit(limit))
@@ -391,47 +569,47 @@ def actions(user: User, db: Db = DEFAULT_DB,
                 help="Only actions with this label (repeatable: any of them).")] = None,
             limit: Annotated[int, typer.Option(help="At most this many rows.")] = 100,
             as_json: Json = False) -> None:
-    """A user's actions (payments made and received), newest first."""
+    """A user's actions: payments made and received, newest first."""
     with session(db) as led:
         page = led.list_actions(user, labels=label or [], limit=_limit(limit))
     if as_json:
         emit_json(page)
         return
-    table = Table(title=f"{user}: actions ({len(page.items)} of {page.total})",
-                  title_justify="left")
-    table.add_column("reference", overflow="fold")
-    table.add_column("txid", overflow="fold", ratio=2)
-    table.add_column("status")
-    table.add_column("satoshis", justify="right", no_wrap=True)
-    table.add_column("description", overflow="fold", ratio=1)
-    table.add_column("labels", overflow="fold")
+    t = table(f"{user}: actions, newest first ({len(page.items)} of {page.total})")
+    t.add_column("txid", no_wrap=True)
+    t.add_column("reference", overflow="fold", max_width=16)
+    t.add_column("status", no_wrap=True)
+    t.add_column("satoshis", justify="right", no_wrap=True)
+    t.add_column("description", ratio=2)
+    t.add_column("labels", overflow="fold", ratio=1)
     for a in page.items:
-        table.add_row(_short(a.reference), a.txid or "", a.status, f"{a.satoshis_delta:+,}",
-                      a.description, ", ".join(a.labels))
-    console().print(table)
+        ref = short_txid(a.reference) if a.reference == a.txid else a.reference
+        t.add_row(short_txid(a.txid) if a.txid else "-", ref, a.status,
+                  f"{a.satoshis_delta:+,}", a.description, ",".join(a.labels))
+    console().print(t)
 
 
 @app.command()
-def tx(txid: Annotated[str, typer.Argument(help="The transaction id (64 hex).")],
-       db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """One transaction: processing state, attempts, proof."""
+def tx(txid: Txid, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
+    """One transaction: state, attempts, proof."""
     with session(db) as led:
-        view = led.get_transaction(txid)
+        view = led.get_transaction(resolve_txid(db, txid))
     if as_json:
         emit_json(view)
         return
-    table = Table(title=f"transaction {view.txid}", title_justify="left", show_header=False)
-    table.add_column("field")
-    table.add_column("value", overflow="fold")
-    rows = [("state", str(view.state)), ("attempts", str(view.attempts)),
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    rows = [("txid", view.txid), ("state", str(view.state)), ("attempts", str(view.attempts)),
             ("was broadcast", _yes(view.was_broadcast)), ("coinbase", _yes(view.is_coinbase)),
             ("block height", _opt(view.height)), ("block hash", _opt(view.block_hash)),
             ("merkle root", _opt(view.merkle_root)),
             ("raw size", f"{len(view.raw_tx)} bytes" if view.raw_tx else "-"),
-            ("last change at position", str(view.position))]
+            ("last change", f"log position {view.position}")]
     for row in rows:
-        table.add_row(*row)
-    console().print(table)
+        grid.add_row(*row)
+    console().print(grid)
+    console().print(f"timeline: {prog()} history {view.txid}", soft_wrap=True, style="dim")
 
 
 def _yes(flag: bool) -> str:
@@ -447,7 +625,11 @@ def balance(user: User, db: Db = DEFAULT_DB,
             basket: Annotated[str | None, typer.Option(
                 help="Only this basket (default: every basket).")] = None,
             as_json: Json = False) -> None:
-    """A user's satoshis: spendable, reserved, pending, immature, quarantined."""
+    """A user's balance in satoshis, by category.
+
+    spendable, reserved (by unsigned actions), pending (visible, not yet spendable), immature
+    (coinbase), quarantined (inputs held after a double spend).
+    """
     with session(db) as led:
         b = led.balance(user, basket=basket)
     if as_json:
@@ -458,10 +640,14 @@ def balance(user: User, db: Db = DEFAULT_DB,
 
 
 @app.command()
-def history(txid: Annotated[str, typer.Argument(help="The transaction id (64 hex).")],
-            db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """A transaction's timeline: every event with its log position."""
+def history(txid: Txid, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
+    """A transaction's timeline, with log positions.
+
+    Every event: position, time, event, from → to, details (provider answers, proofs, reorgs,
+    operator reasons).
+    """
     with session(db) as led:
+        txid = resolve_txid(db, txid)
         entries = led.history(txid)
     if as_json:
         emit_json(entries)
@@ -472,15 +658,20 @@ def history(txid: Annotated[str, typer.Argument(help="The transaction id (64 hex
 # --- audit -----------------------------------------------------------------------------------
 
 def parse_at(text: str) -> int | datetime:
-    """A log position (whole number) or an ISO 8601 time (UTC unless it says otherwise)."""
+    """A log position (whole number), an ISO 8601 time (UTC unless it says otherwise), or a
+    bare ``HH:MM[:SS]`` meaning that time today, UTC."""
     value = text.strip()
     if value.isdigit():
         return int(value)
     try:
+        if len(value) <= 8 and value.count(":") in (1, 2):
+            clock = datetime.strptime(value, "%H:%M:%S" if value.count(":") == 2 else "%H:%M")
+            return datetime.now(UTC).replace(hour=clock.hour, minute=clock.minute,
+                                             second=clock.second, microsecond=0)
         return datetime.fromisoformat(value)
     except ValueError:
-        fail(f"--at takes a log position (e.g. 120) or an ISO time "
-             f"(e.g. 2025-01-31T14:03:00Z), got {text[:60]!r}")
+        fail(f"--at takes a log position (e.g. 120), an ISO time (e.g. 2025-01-31T14:03:00Z) "
+             f"or a time today (e.g. 14:03), got {text[:60]!r}")
 
 
 def _replay_txids(view: LedgerView, user: str | None) -> list[str]:
@@ -523,19 +714,27 @@ def _replay(led: Ledger, at: int | datetime, user: str | None) -> dict[str, Any]
 def _print_replay(report: dict[str, Any], user: str | None) -> None:
     out = console()
     tip = report["chain_tip"]
-    out.print(f"[bold]Replay as of log position {report['position']}[/bold] "
-              f"(the log is now at {report['head_position']}); chain tip then: "
-              + (f"height {tip['height']} {tip['hash'][:16]}…" if tip else "none"))
-    scope = f"of {user}" if user else f"active in the last {REPLAY_SCAN_EVENTS} events"
-    table = Table(title=f"Transactions {scope}", title_justify="left")
-    table.add_column("txid", overflow="fold")
-    table.add_column("state then")
-    table.add_column("state now")
-    for t in report["transactions"]:
-        changed = t["state_then"] != t["state_now"]
-        table.add_row(t["txid"], f"[bold]{t['state_then']}[/bold]" if changed else t["state_then"],
-                      t["state_now"])
-    out.print(table)
+    asked = report["at"]
+    head = report["head_position"]
+    point = f"at {asked}: log position" if isinstance(asked, str) else "as of log position"
+    out.print(f"[bold]Replay {point} {report['position']}[/bold] (the log is now at {head})",
+              soft_wrap=True)
+    if isinstance(asked, int) and asked > head:
+        out.print(f"  position {asked} is beyond the log head: this is the ledger as it is now")
+    out.print("  chain tip then: "
+              + (f"height {tip['height']} {_short(tip['hash'])}" if tip else "none"))
+    scope = f"of {user}" if user else f"in the last {REPLAY_SCAN_EVENTS} audit rows"
+    t = table(f"Transactions {scope}")
+    t.add_column("txid", no_wrap=True)
+    t.add_column("state then", no_wrap=True)
+    t.add_column("state now", no_wrap=True)
+    for row in report["transactions"]:
+        changed = row["state_then"] != row["state_now"]
+        then = f"[bold]{row['state_then']}[/bold]" if changed else row["state_then"]
+        t.add_row(short_txid(row["txid"]), then, row["state_now"] + (" *" if changed else ""))
+    out.print(t)
+    if any(row["state_then"] != row["state_now"] for row in report["transactions"]):
+        out.print("  * changed since then")
     rows = [(f"{u} {k}", Balance(**v[k])) for u, v in report["balances"].items()
             for k in ("then", "now")]
     out.print(balance_table(rows, "Balances then and now"))
@@ -551,7 +750,10 @@ def audit_replay(at: Annotated[str, typer.Option(
                  user: Annotated[str | None, typer.Option(
                      "--user", "-u", help="Focus on one user's actions and outputs.")] = None,
                  as_json: Json = False) -> None:
-    """What the wallet believed at a position or time: states and spendable outputs then."""
+    """What the wallet believed at a log position or time.
+
+    Transaction states then and now, balances then and now, spendable outputs then.
+    """
     point = parse_at(at)
     with session(db) as led:
         report = _replay(led, point, user)
@@ -561,28 +763,53 @@ def audit_replay(at: Annotated[str, typer.Option(
     _print_replay(report, user)
 
 
+AtOption = Annotated[str | None, typer.Option(
+    "--at", metavar="POSITION|TIME",
+    help="As the ledger believed it then: a log position, an ISO time (UTC) or HH:MM today.")]
+
+
 @audit_app.command("explain")
 def audit_explain(outpoint: Annotated[str, typer.Argument(metavar="TXID:VOUT",
                                                           help="The output to explain.")],
-                  user: User, db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """Why an output is (not) spendable: the rule's inputs and the events behind them."""
-    op = parse_outpoint(outpoint)
+                  user: User, db: Db = DEFAULT_DB, at: AtOption = None,
+                  as_json: Json = False) -> None:
+    """Why an output is (or was) spendable, with evidence.
+
+    The spendability rule's inputs, now or --at a past moment, and the events (log positions)
+    that set them.
+    """
+    point = None if at is None else parse_at(at)
     with session(db) as led:
-        why = led.explain_output(user, op)
-        evidence = [e for e in led.history(op.txid) if e.position in set(why.positions)]
+        op = resolve_outpoint(db, outpoint)
+        view: LedgerView = led if point is None else led.as_of(point)
+        position = led.head_position() if view.position is None else view.position
+        try:
+            why = view.explain_output(user, op)
+        except InvalidInput as err:
+            fail(f"{err}" + ("" if point is None else f" at log position {position}"))
+        related = [op.txid, *(m for r in why.reasons for m in TXID_IN_TEXT.findall(r))]
+        evidence, unseen = evidence_entries(led, related, why.positions)
     if as_json:
         emit_json({**why.model_dump(), "outpoint": str(op), "user": user,
-                   "evidence": evidence})
+                   "position": position, "evidence": evidence})
         return
     out = console()
     verdict = "[green]SPENDABLE[/green]" if why.spendable else "[red]NOT SPENDABLE[/red]"
     out.print(f"{user}'s output {op}", soft_wrap=True)
-    out.print(f"is {verdict} (category {why.category})")
+    if point is None:
+        out.print(f"is {verdict} (category {why.category}) because:")
+    else:
+        then = "" if isinstance(point, int) else f"at {at}, "
+        out.print(f"was {verdict} {then}at log position {position} (category {why.category}) "
+                  "because:")
     for reason in why.reasons:
         out.print(f"  • {reason}", soft_wrap=True)
-    out.print(f"  evidence at log positions: {', '.join(map(str, why.positions)) or '-'}")
+    out.print(f"evidence at log positions: {', '.join(map(str, why.positions)) or '-'}")
     if evidence:
         out.print(audit_table(evidence, "Evidence"))
+    for missing in unseen:
+        out.print(f"  position {missing}: not among the rows looked up; "
+                  f"see {prog()} audit replay --at {missing}", soft_wrap=True)
 
 
 @audit_app.command("tail")
@@ -591,13 +818,16 @@ def audit_tail(db: Db = DEFAULT_DB,
                event: Annotated[str | None, typer.Option(
                    help="Only this event, e.g. processing.rejected.")] = None,
                as_json: Json = False) -> None:
-    """The newest audit rows (newest first), optionally of one event type."""
+    """The newest audit rows, optionally of one event type."""
     with session(db) as led:
         entries = led.audit_tail(limit=_limit(limit), event=event)
     if as_json:
         emit_json(entries)
         return
-    title = f"last {len(entries)} audit rows" + (f" ({event})" if event else "")
+    if not entries:
+        console().print("no audit rows" + (f" with event {event}" if event else ""))
+        return
+    title = f"last {len(entries)} audit rows, newest first" + (f", {event}" if event else "")
     console().print(audit_table(entries, title, with_txid=True))
 
 
@@ -605,7 +835,11 @@ def audit_tail(db: Db = DEFAULT_DB,
 
 @projections_app.command("rebuild")
 def projections_rebuild(db: Db = DEFAULT_DB) -> None:
-    """Rebuild every projection from the log beside the live tables, then swap them in."""
+    """Rebuild every projection from the log (blue/green).
+
+    Fresh tables are built beside the live ones and swapped in in one transaction; readers
+    never see a half-built projection. Progress (events/s) goes to stderr.
+    """
     columns = (TextColumn("rebuilding"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn())
     with session(db) as led, Progress(*columns, console=err_console()) as bar:
@@ -624,7 +858,7 @@ def projections_rebuild(db: Db = DEFAULT_DB) -> None:
 
 @projections_app.command("verify")
 def projections_verify(db: Db = DEFAULT_DB, as_json: Json = False) -> None:
-    """Diff the live projections against a rebuild from the log; exit 1 on drift."""
+    """Diff the live projections against a rebuild; exit 1 on drift."""
     with session(db) as led:
         report = led.verify_projections()
     if as_json:
@@ -634,26 +868,43 @@ def projections_verify(db: Db = DEFAULT_DB, as_json: Json = False) -> None:
     else:
         console().print(_drift_table(report.differences))
     if not report.ok:
-        typer.echo(f"error: projections drifted: {len(report.differences)} differing rows",
-                   err=True)
+        n = len(report.differences)
+        typer.echo(f"error: projections drifted from the log: {_rows(n)} "
+                   f"{'differs' if n == 1 else 'differ'} from a rebuild", err=True)
         raise typer.Exit(EXIT_REFUSED)
 
 
 def _drift_table(differences: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title=f"Drift: {len(differences)} differing rows", title_justify="left")
-    for name in ("table", "key", "columns", "live", "rebuilt"):
-        table.add_column(name, overflow="fold")
+    t = table(f"Drift: {_rows(len(differences))}")
+    t.add_column("table", no_wrap=True)
+    t.add_column("key", overflow="fold", ratio=1)
+    t.add_column("live", overflow="fold", ratio=1)
+    t.add_column("rebuilt", overflow="fold", ratio=1)
     for d in differences:
         cols = d.get("columns", [])
-        live, rebuilt = d.get("live") or {}, d.get("rebuilt") or {}
-        table.add_row(str(d.get("table")), ":".join(map(str, d.get("key", []))), ", ".join(cols),
-                      _cells(live, cols) if d.get("live") else "(missing)",
-                      _cells(rebuilt, cols) if d.get("rebuilt") else "(missing)")
-    return table
+        live, rebuilt = d.get("live"), d.get("rebuilt")
+        key = ":".join(short_txid(k) if isinstance(k, str) and FULL_TXID.fullmatch(k) else str(k)
+                       for k in d.get("key", []))
+        t.add_row(str(d.get("table")), key,
+                  _cells(live, cols) if live else "(missing)",
+                  _cells(rebuilt, cols) if rebuilt else "(missing)")
+    return t
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _cells(row: dict[str, Any], cols: Sequence[str]) -> str:
-    return ", ".join(f"{c}={_short(row.get(c))}" for c in cols)
+    return " ".join(f"{c}={_short(row.get(c))}" for c in cols)
+
+
+class _Stop(Exception):
+    """SIGTERM: stop the catch-up loop as Ctrl-C does."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Stop
 
 
 @projections_app.command("run")
@@ -662,35 +913,75 @@ def projections_run(db: Db = DEFAULT_DB,
                         "--once", help="One catch-up pass, then exit.")] = False,
                     idle: Annotated[float, typer.Option(
                         help="Seconds to wait when nothing is pending.")] = IDLE_WAIT_S) -> None:
-    """The catch-up projection process: projects new events until Ctrl-C."""
+    """The catch-up projection process, until Ctrl-C.
+
+    Projects new events page by page (exactly once). Ctrl-C or SIGTERM stops it cleanly; a
+    ledger that was inline is switched back to inline on exit.
+    """
     if not 0 < idle <= 60:
         fail(f"--idle must be more than 0 and at most 60 seconds, got {idle}")
     out = console()
-    started, done = time.perf_counter(), 0
-    with session(db, projections="catchup") as led:
-        if not once:
-            out.print(f"catch-up projections on {led.url}; Ctrl-C stops", soft_wrap=True)
-        try:
-            done = _catch_up_loop(led, out, once=once, idle=idle)
-        except KeyboardInterrupt:
-            done = -1
-        position = led.head_position()
-    stopped = "stopped: " if done < 0 or not once else ""
-    out.print(f"{stopped}projected {max(done, 0):,} events in {time.perf_counter() - started:.1f} s; "
-              f"log head at position {position}")
+    check_target(db, create=False)
+    found = stored_mode(db) or "inline"
+    started, done = time.perf_counter(), [0]
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    position = 0
+    try:
+        with session(db, projections="catchup") as led:
+            try:
+                if found == "inline":
+                    out.print("the ledger was in inline mode: catch-up while this runs, inline "
+                              "again on exit", soft_wrap=True)
+                if not once:
+                    out.print(f"catch-up projections on {led.url}; Ctrl-C stops",
+                              soft_wrap=True)
+                _catch_up_loop(led, out, done, once=once, idle=idle)
+            except (KeyboardInterrupt, _Stop):
+                out.print("stopping")
+            position = led.head_position()
+        if found == "inline":
+            with session(db, projections="inline"):
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    out.print(f"projected {done[0]:,} events in {time.perf_counter() - started:.1f} s; "
+              f"log head at position {position}; projections {found}")
 
 
-def _catch_up_loop(led: Ledger, out: Console, *, once: bool, idle: float) -> int:
-    done = 0
+def _catch_up_loop(led: Ledger, out: Console, done: list[int], *, once: bool,
+                   idle: float) -> None:
     while True:
         n = led.run_projections()
-        done += n
+        done[0] += n
         if once:
-            return done
+            return
         if n:
             out.print(f"projected {n:,} events (log head {led.head_position()})")
         else:
             time.sleep(idle)
+
+
+@projections_app.command("mode")
+def projections_mode(
+        db: Db = DEFAULT_DB,
+        mode: Annotated[str | None, typer.Argument(
+            metavar="[inline|catchup]", help="Switch to this mode (default: show the mode).")
+        ] = None, as_json: Json = False) -> None:
+    """Show or switch the projection mode (inline or catchup).
+
+    inline: rows written with each command; catchup: a `projections run` process writes them.
+    """
+    if mode is not None and mode not in ("inline", "catchup"):
+        fail(f"the projection mode is inline or catchup, got {mode[:40]!r}")
+    check_target(db, create=False)
+    with session(db, projections=mode) as led:
+        current = led.projection_mode
+    if as_json:
+        emit_json({"mode": current})
+        return
+    console().print(f"projections: {current}"
+                    + (f" (a catch-up process must run: {prog()} projections run)"
+                       if current == "catchup" else ""))
 
 
 # --- chain and operator commands -------------------------------------------------------------
@@ -722,7 +1013,11 @@ def read_headers(path: Path) -> list[dict[str, Any]]:
 def headers_apply(file: Annotated[Path, typer.Argument(
                       metavar="FILE", help="JSON lines: {height, hash, prev_hash, merkle_root}.")],
                   db: Db = DEFAULT_DB) -> None:
-    """Extend the ledger's header chain, or reorganise it at a known fork point."""
+    """Apply block headers from a JSON-lines file (may reorg).
+
+    One {height, hash, prev_hash, merkle_root} object per line. Headers that connect below the
+    tip reorganise the chain; headers that connect to nothing known are refused (exit 1).
+    """
     headers = read_headers(file)
     connected = disconnected = 0
     affected: list[str] = []
@@ -750,14 +1045,23 @@ def _actor(actor: str | None) -> str:
 
 
 @app.command()
-def transition(txid: Annotated[str, typer.Argument(help="The transaction id (64 hex).")],
+def transition(txid: Txid,
                state: Annotated[str, typer.Argument(
                    metavar="STATE", help="Target processing state, e.g. frozen or unfail.")],
                reason: Reason, db: Db = DEFAULT_DB, actor: Actor = None) -> None:
-    """An operator's move of a transaction's processing state (FSM-checked)."""
+    """Move a transaction to another state (FSM-checked).
+
+    e.g. frozen, or unfail for an invalid/doubleSpend one. unconfirmed, confirmed and reorging
+    follow proofs and blocks only. A refused move is recorded (processing.rejected).
+    """
     with session(db) as led:
+        txid = resolve_txid(db, txid)
         before = led.get_transaction(txid).state
-        after = led.transition(txid, state, reason=reason, actor=_actor(actor))
+        try:
+            after = led.transition(txid, state, reason=reason, actor=_actor(actor))
+        except IllegalTransition as err:
+            fail(f"{err} (the refusal is recorded: {prog()} audit tail --event "
+                 "processing.rejected)", EXIT_REFUSED)
     console().print(f"{after.txid}: {before} → {after.state} (position {after.position})",
                     soft_wrap=True)
 
@@ -766,9 +1070,13 @@ def transition(txid: Annotated[str, typer.Argument(help="The transaction id (64 
 def confirm_unspent(outpoints: Annotated[list[str], typer.Argument(
                         metavar="TXID:VOUT...", help="Outputs known to be unspent.")],
                     reason: Reason, db: Db = DEFAULT_DB, actor: Actor = None) -> None:
-    """Release inputs quarantined after a double spend, once known to be unspent."""
-    ops = [parse_outpoint(o) for o in outpoints]
+    """Release quarantined inputs known to be unspent.
+
+    Inputs of a transaction that lost a double-spend race stay quarantined until a UTXO check
+    (or an operator) confirms they are unspent.
+    """
     with session(db) as led:
+        ops = [resolve_outpoint(db, o) for o in outpoints]
         led.confirm_unspent(ops, reason=reason, actor=_actor(actor))
     console().print(f"released {len(ops)} outpoint(s) from quarantine")
 
