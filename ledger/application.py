@@ -337,6 +337,9 @@ class LedgerApplication(Application[UUID]):
             # Attempt 0 creates the action, its key and its locks without reading them first: a
             # stream that already exists makes the save collide, and attempt 1 reads and decides.
             optimistic = attempt == 0
+            if optimistic:
+                assert self._attempt is not None
+                self._attempt.skipped_reads = True
             if idempotency_key is not None and not optimistic:
                 used = self._load(idempotency_id(idempotency_key), IdempotencyRecord)
                 if used is not None:
@@ -696,9 +699,9 @@ class LedgerApplication(Application[UUID]):
 
 
 def _recheck(state: Attempt) -> bool:
-    """An optimistic attempt that trusted a cached aggregate and saved nothing is decided again
-    from fresh reads (see :mod:`ledger.stream_cache`)."""
-    return state.trust_cache and state.used_cache and not state.saved
+    """An optimistic attempt that saved nothing is decided again from fresh reads (see
+    :mod:`ledger.stream_cache`): neither a refusal nor a no-op may rest on what it assumed."""
+    return state.optimistic and not state.saved
 
 
 def _declared(output: NewOutput) -> dict[str, Any]:

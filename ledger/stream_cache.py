@@ -37,10 +37,13 @@ class Attempt:
     loaded: set[UUID] = field(default_factory=set)
     cached: dict[UUID, Any] = field(default_factory=dict)
     saved: bool = False
+    skipped_reads: bool = False
+    """The attempt created streams without reading them first (an optimistic create)."""
 
     @property
-    def used_cache(self) -> bool:
-        return bool(self.cached)
+    def optimistic(self) -> bool:
+        """It decided on trusted cache entries or unread streams: only a save confirms it."""
+        return self.trust_cache and (bool(self.cached) or self.skipped_reads)
 
     def check_appends(self) -> None:
         """Before saving: every aggregate taken from the cache must be appended to."""
