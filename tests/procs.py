@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,14 @@ class ChildFailed(AssertionError):
 class Child:
     """One child process running ``ROLE`` with ``args``."""
 
-    def __init__(self, role: str, args: dict[str, Any], *, tag: str | None = None) -> None:
+    def __init__(self, role: str, args: dict[str, Any], *, tag: str | None = None,
+                 env: Mapping[str, str | None] | None = None) -> None:
+        """``env`` overrides the inherited environment (a ``None`` value removes a variable)."""
         self.role = role
         self.tag = tag or f"wl-{role}-{uuid.uuid4().hex[:10]}"
         self._err = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the child
             prefix=f"{self.tag}-", suffix=".stderr", delete=False)
-        env = {**os.environ, "PGAPPNAME": self.tag, "PYTHONUNBUFFERED": "1"}
+        env = _child_env(env or {}, self.tag)
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE), role, json.dumps(args)], cwd=str(ROOT), env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
@@ -62,6 +64,9 @@ class Child:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.killed = False
+        self.ended = False
+        self.received: list[dict[str, Any]] = []
+        """Every message returned by :meth:`recv`, :meth:`poll` or :meth:`drain`, in order."""
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -89,17 +94,41 @@ class Child:
 
     def recv(self, timeout: float = DEADLINE_S) -> dict[str, Any] | None:
         """The next message; ``None`` at end of stream (the child exited or was killed)."""
+        if self.ended:
+            return None
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             raise ChildFailed(f"{self.tag} said nothing for {timeout}s; stderr:\n"
                               f"{self.stderr_tail()}") from None
+        return self._parse(line)
+
+    def _parse(self, line: str | None) -> dict[str, Any] | None:
         if line is None:
+            self.ended = True
             return None
         msg: dict[str, Any] = json.loads(line)
         if msg.get("fatal"):
             raise ChildFailed(f"{self.tag} crashed: {msg['fatal']}\n{self.stderr_tail()}")
+        self.received.append(msg)
         return msg
+
+    def poll(self) -> list[dict[str, Any]]:
+        """The messages that already arrived, without waiting."""
+        out = []
+        while not self.ended:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            msg = self._parse(line)
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def count(self, kind: str) -> int:
+        """How many ``kind`` messages arrived so far (call :meth:`poll` first)."""
+        return sum(1 for m in self.received if m.get("kind") == kind)
 
     def expect(self, kind: str, timeout: float = DEADLINE_S) -> dict[str, Any]:
         msg = self.recv(timeout)
@@ -112,12 +141,13 @@ class Child:
         """Every message still buffered after the child ended (it must have ended)."""
         assert self.proc.poll() is not None
         self._reader.join(timeout=DEADLINE_S)
-        out = []
-        while True:
+        out: list[dict[str, Any]] = []
+        while not self.ended:
             msg = self.recv(timeout=DEADLINE_S)
             if msg is None:
                 return out
             out.append(msg)
+        return out
 
     def kill(self) -> int:
         """SIGKILL the child (it gets no chance to clean up) and reap it."""
@@ -142,6 +172,16 @@ class Child:
         self._err.close()
         with contextlib.suppress(OSError):
             os.unlink(self._err.name)
+
+
+def _child_env(overrides: Mapping[str, str | None], tag: str) -> dict[str, str]:
+    env = {**os.environ, "PGAPPNAME": tag, "PYTHONUNBUFFERED": "1"}
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 def barrier(children: list[Child], ready: str = "ready") -> list[dict[str, Any]]:
@@ -171,8 +211,8 @@ def projection_position(url: str) -> int:
         import psycopg
         base, schema = _pg_parts(url)
         opts = f"-csearch_path={schema}" if schema else ""
-        with psycopg.connect(base, options=opts, autocommit=True) as conn:
-            row = conn.execute("SELECT value FROM meta WHERE name = 'position'").fetchone()
+        with psycopg.connect(base, options=opts, autocommit=True) as pg:
+            row = pg.execute("SELECT value FROM meta WHERE name = 'position'").fetchone()
     return 0 if row is None or row[0] is None else int(row[0])
 
 
@@ -206,6 +246,70 @@ def poll_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_S,
         if time.monotonic() > until:
             raise ChildFailed(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for(children: list[Child], check: Callable[[], bool], what: str,
+             timeout: float = DEADLINE_S) -> None:
+    """Collect the children's messages (into ``Child.received``) until ``check()`` holds."""
+    until = time.monotonic() + timeout
+    while True:
+        for c in children:
+            c.poll()
+        if check():
+            return
+        if all(c.ended for c in children):
+            raise ChildFailed(f"every child ended before {what}; stderr:\n"
+                              + "\n".join(c.stderr_tail(1000) for c in children))
+        if time.monotonic() > until:
+            raise ChildFailed(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def _events_table(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return "stored_events"
+    _, schema = _pg_parts(url)
+    return f'"{schema or "public"}"."walletledger_events"'
+
+
+def raw_events(url: str, after: int = 0) -> list[tuple[int, str, bytes]]:
+    """(position, topic, stored state) of every event after ``after``, straight from the event
+    store's table -- no ledger code involved, so nothing can be repaired on the way."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+        conn = sqlite3.connect(url[len("sqlite:///"):], timeout=30)
+        try:
+            rows = conn.execute("SELECT rowid, topic, state FROM stored_events WHERE rowid > ? "
+                                "ORDER BY rowid", (after,)).fetchall()
+        finally:
+            conn.close()
+    else:
+        import psycopg
+        base, _ = _pg_parts(url)
+        with psycopg.connect(base, autocommit=True) as pg:
+            rows = pg.execute(f"SELECT notification_id, topic, state FROM {_events_table(url)} "
+                                "WHERE notification_id > %s ORDER BY notification_id",
+                                (after,)).fetchall()
+    return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+
+def log_head(url: str) -> int:
+    """The event store's newest position, read straight from its table (0 if empty)."""
+    column = "rowid" if url.startswith("sqlite:///") else "notification_id"
+    query = f"SELECT MAX({column}) FROM {_events_table(url)}"
+    if url.startswith("sqlite:///"):
+        import sqlite3
+        conn = sqlite3.connect(url[len("sqlite:///"):], timeout=30)
+        try:
+            row = conn.execute(query).fetchone()
+        finally:
+            conn.close()
+    else:
+        import psycopg
+        base, _ = _pg_parts(url)
+        with psycopg.connect(base, autocommit=True) as pg:
+            row = pg.execute(query).fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
 
 
 # ============================================================================================
@@ -301,28 +405,63 @@ def role_open(args: dict[str, Any]) -> None:
         _say(kind="ready")
 
 
+def _hold_first_save(led: Any, collisions: list[int]) -> list[dict[str, Any] | None]:
+    """Instrumentation: when armed (``slot[0] = {...}``), the next save first reports
+    ``holding`` and waits for the parent's ``go``. Two children held this way have both read
+    and decided before either writes: their saves collide for certain, not by luck."""
+    app = led._app
+    save = app.save  # already counting collisions
+    slot: list[dict[str, Any] | None] = [None]
+
+    def holding_save(*args: Any, **kwargs: Any) -> Any:
+        armed, slot[0] = slot[0], None
+        if armed is not None:
+            _say(kind="holding", **armed)
+            if not _await_go():
+                raise SystemExit(0)
+        return save(*args, **kwargs)
+
+    app.save = holding_save
+    return slot
+
+
 def role_idem(args: dict[str, Any]) -> None:
-    """Idempotency race: one create_action per round, released by the parent's ``go``."""
+    """Idempotency race: one create_action per job, released by the parent's ``go``. A job with
+    ``hold`` also stops right before its first save until the parent's second ``go``."""
     from ledger import LedgerError, Outpoint
     led = _open(args["url"])
+    collisions = _count_collisions(led)
+    armed = _hold_first_save(led, collisions)
     for job in args["jobs"]:
         _say(kind="ready", key=job["key"])
         if not _await_go():
             break
+        collisions[0] = 0
+        armed[0] = {"key": job["key"]} if job.get("hold") else None
         try:
             view = led.create_action(
                 job["user"], job["ref"], description=job["description"],
                 inputs=[Outpoint.parse(o) for o in job["inputs"]], outputs=[_one_sat_out()],
                 idempotency_key=job["key"])
-            _say(kind="result", key=job["key"], ok=view.model_dump(mode="json"))
+            _say(kind="result", key=job["key"], ok=view.model_dump(mode="json"),
+                 collisions=collisions[0])
         except LedgerError as err:
-            _say(kind="result", key=job["key"], error=type(err).__name__, message=str(err))
+            _say(kind="result", key=job["key"], error=type(err).__name__, message=str(err),
+                 collisions=collisions[0])
+        armed[0] = None
     led.close()
 
 
 def role_writer(args: dict[str, Any]) -> None:
     """Loop over outpoints: create (reserve), sign, note, then broadcast or abort; acknowledge
-    each command once it returned. Outpoints another writer holds are skipped."""
+    each command once it returned. Outpoints another writer holds are skipped.
+
+    ``mode`` is the projection mode the writer opens with (``inline`` by default). In catch-up
+    mode some commands read their return value back from the lagging projection and raise
+    ``UnknownAction``/``UnknownTransaction`` *after* committing; the writer reports those as
+    ``lagged`` (not acknowledged: the command did not return) and carries on, computing the
+    txid itself.
+    """
     from adapters import chainkit
     from ledger import (
         ConcurrencyConflict,
@@ -330,9 +469,14 @@ def role_writer(args: dict[str, Any]) -> None:
         OutputAlreadyReserved,
         OutputNotSpendable,
         ProviderResult,
+        UnknownAction,
+        UnknownTransaction,
     )
-    led = _open(args["url"])
+    mode = args.get("mode", "inline")
+    led = _open(args["url"], mode)
     user, name = args["user"], args["name"]
+    lagging: tuple[type[Exception], ...] = \
+        (UnknownAction, UnknownTransaction) if mode == "catchup" else ()
     _say(kind="ready")
     if not _await_go():
         return
@@ -344,43 +488,91 @@ def role_writer(args: dict[str, Any]) -> None:
             except ConcurrencyConflict:
                 continue
 
+    def run(cmd: str, fn: Callable[[], Any], **said: Any) -> Any:
+        """Run one command; acknowledge it once it returned (``lagged`` if only its read-back
+        failed). Returns the command's result, ``None`` when lagged."""
+        try:
+            result = attempt(fn)
+        except lagging as err:
+            _say(kind="lagged", cmd=cmd, error=type(err).__name__, **said)
+            return None
+        extra = {"state": str(result.state)} if hasattr(result, "state") else {}
+        if cmd == "sign":
+            assert result.txid == said["txid"], (result.txid, said["txid"])
+        _say(kind="ack", cmd=cmd, **said, **extra)
+        return result
+
     for i, text in enumerate(args["outpoints"]):
         op = Outpoint.parse(text)
         ref = f"{name}-{i}"
         try:
-            attempt(lambda: led.create_action(user, ref, description="writer", inputs=[op],  # noqa: B023
-                                              outputs=[_one_sat_out()]))
+            run("create", lambda: led.create_action(
+                user, ref, description="writer", inputs=[op], outputs=[_one_sat_out()]),  # noqa: B023
+                ref=ref, outpoint=text, i=i)
         except (OutputAlreadyReserved, OutputNotSpendable):
-            _say(kind="skip", ref=ref, outpoint=text)
+            _say(kind="skip", ref=ref, outpoint=text, i=i)
             continue
-        _say(kind="ack", cmd="create", ref=ref, outpoint=text)
         raw = chainkit.make_tx([(op.txid, op.vout)], [(1, b"\x51")])
-        tx = attempt(lambda: led.sign_action(user, ref, raw_tx=raw))  # noqa: B023
-        _say(kind="ack", cmd="sign", ref=ref, txid=tx.txid)
-        attempt(lambda: led.note(tx.txid, "writer", i=i, writer=name))  # noqa: B023
-        _say(kind="ack", cmd="note", ref=ref, txid=tx.txid, i=i)
+        txid = chainkit.txid_of(raw)
+        run("sign", lambda: led.sign_action(user, ref, raw_tx=raw),  # noqa: B023
+            ref=ref, txid=txid, i=i)
+        run("note", lambda: led.note(txid, "writer", i=i, writer=name),  # noqa: B023
+            ref=ref, txid=txid, i=i)
         if i % 3 == 2:
-            attempt(lambda: led.abort_action(user, ref, reason="writer aborts"))  # noqa: B023
-            _say(kind="ack", cmd="abort", ref=ref, txid=tx.txid, outpoint=text)
+            run("abort", lambda: led.abort_action(user, ref, reason="writer aborts"),  # noqa: B023
+                ref=ref, txid=txid, outpoint=text, i=i)
         else:
             result = ProviderResult(provider="arc", status="success")
-            view = attempt(lambda: led.record_broadcast(tx.txid, [result]))  # noqa: B023
-            _say(kind="ack", cmd="broadcast", ref=ref, txid=tx.txid, state=str(view.state))
+            run("broadcast", lambda: led.record_broadcast(txid, [result]),  # noqa: B023
+                ref=ref, txid=txid, i=i)
     _say(kind="done")
     led.close()
 
 
 def role_catchup(args: dict[str, Any]) -> None:
-    """A catch-up projection process: run pages until nothing is pending."""
-    led = _open(args["url"], "catchup")
+    """A catch-up projection process.
+
+    Default: run pages until nothing is pending, then report ``done``. Options:
+    ``page_events`` (events per page, the library's default otherwise), ``follow`` (keep
+    waiting for new events instead of stopping; the parent kills it), ``hold_at_page`` (after
+    that many committed pages, stop *inside* the next page's transaction -- rows written, not
+    committed -- report ``in_page`` and wait to be killed). Every committed page is reported
+    as ``page`` with the tracked position read back from the database after the commit.
+    """
+    from projections import replay
+    from projections.projector import meta_value
+    from projections.stores import SqlRowStore
+    url = args["url"]
+    led = _open(url, "catchup")
+    page_events = int(args.get("page_events") or replay.CATCHUP_PAGE_EVENTS)
+    hold_at = args.get("hold_at_page")
+    pages = [0]
+    original = replay._apply_page
+
+    def apply_page(cur: Any, statements: Any, log: Any, n_events: int) -> int:
+        n: int = original(cur, statements, log, n_events)
+        if n and hold_at is not None and pages[0] >= hold_at:
+            pending = meta_value(SqlRowStore(cur, statements), "position")
+            _say(kind="in_page", applied=n, pending_position=pending)
+            sys.stdin.readline()  # the parent kills us here, inside the open transaction
+            raise SystemExit(1)
+        return n
+
+    replay._apply_page = apply_page  # type: ignore[assignment]
     _say(kind="ready")
     total = 0
     while True:
-        n = led.run_projections()
-        if n == 0:
+        n = replay.catch_up(led._db, led._log, page_events=page_events, max_pages=1)
+        if n:
+            pages[0] += 1
+            total += n
+            position = projection_position(url)
+            _say(kind="page", applied=n, position=position, head=led.head_position())
+            continue
+        if not args.get("follow"):
             break
-        total += n
-    _say(kind="done", applied=total, position=led.head_position())
+        time.sleep(0.01)  # a follower polls for new events; the parent kills it
+    _say(kind="done", applied=total, position=projection_position(url), head=led.head_position())
     led.close()
 
 
