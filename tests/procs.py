@@ -29,7 +29,10 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
+from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +315,125 @@ def log_head(url: str) -> int:
     return 0 if row is None or row[0] is None else int(row[0])
 
 
+class XorCipher:
+    """A stand-in for ``CIPHER_TOPIC`` (no crypto package is installed): if the ledger ever
+    honoured a host's cipher setting, stored states would stop being plain JSON."""
+
+    def __init__(self, environment: Any) -> None:
+        self.key = 0x5A
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        return bytes(b ^ self.key for b in plaintext)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        return self.encrypt(ciphertext)
+
+
+# --- writers: what they acknowledged, and what the ledger must show for it -------------------
+
+@dataclass
+class Writer:
+    """One writer child: its name, user, and the outpoints it walks through in order."""
+
+    name: str
+    user: str
+    outpoints: list[str]
+    child: Child | None = None
+
+    def start(self, url: str, mode: str = "inline") -> Child:
+        self.child = Child("writer", {"url": url, "user": self.user, "name": self.name,
+                                      "outpoints": self.outpoints, "mode": mode},
+                           tag=f"wl-writer-{self.name}-{random.getrandbits(32):08x}")
+        return self.child
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        assert self.child is not None
+        return self.child.received
+
+    def acks(self) -> int:
+        assert self.child is not None
+        return self.child.count("ack")
+
+
+def _ref_outpoints(writers: list[Writer]) -> dict[tuple[str, str], str]:
+    """(user, reference) -> the outpoint that action reserves (each writer's refs are its own)."""
+    return {(w.user, f"{w.name}-{i}"): op for w in writers for i, op in enumerate(w.outpoints)}
+
+
+def _absent(led: Any, user: str, reference: str, why: str) -> None:
+    from ledger import UnknownAction
+    try:
+        found = led.get_action(user, reference)
+    except UnknownAction:
+        return
+    raise AssertionError(f"{why}: yet action {reference!r} exists: {found}")
+
+
+def check_acknowledged(led: Any, writers: list[Writer]) -> dict[str, int]:
+    """After a crash: every command a writer acknowledged (or saw commit, ``lagged``) is in the
+    log and visible; nothing the writer never started is. Returns message counts per kind."""
+    kinds: dict[str, int] = defaultdict(int)
+    for w in writers:
+        done = [m for m in w.messages if m.get("kind") in ("ack", "lagged", "skip")]
+        for m in w.messages:
+            kinds[m["kind"]] += 1
+        for m in done:
+            where = f"{w.name}: {m}"
+            if m["kind"] == "skip":
+                _absent(led, w.user, m["ref"], "a refused create_action writes nothing")
+                continue
+            action = led.get_action(w.user, m["ref"])
+            if m["cmd"] == "sign":
+                assert action.txid == m["txid"], where
+                assert led.get_transaction(m["txid"]).raw_tx is not None, where
+            elif m["cmd"] == "note":
+                notes = [e.details.get("details") for e in led.history(m["txid"])
+                         if e.event == "history.note"]
+                assert {"i": m["i"], "writer": w.name} in notes, where
+            elif m["cmd"] == "broadcast":
+                assert led.get_transaction(m["txid"]).state == "sent", where
+                assert action.status == "unproven", where
+                if m["kind"] == "ack" and led.projection_mode == "inline":
+                    assert m["state"] == "sent", f"the acknowledged view was stale: {where}"
+            elif m["cmd"] == "abort":
+                assert led.get_transaction(m["txid"]).state == "invalid", where
+                assert action.status == "failed", where
+        # the writer is sequential: at most the command in flight after its last message may
+        # have committed; an action it never started cannot exist
+        last = max((m["i"] for m in done), default=-1)
+        for i in range(last + 2, len(w.outpoints)):
+            _absent(led, w.user, f"{w.name}-{i}", f"{w.name} never got to command {i}")
+    return dict(kinds)
+
+
+def check_one_holder(led: Any, writers: list[Writer], amounts: dict[str, int]) -> None:
+    """No outpoint is held by two live actions, and each is spendable exactly when no live
+    action holds it; the balance adds up to the same thing."""
+    from ledger import UnknownAction
+    holders: dict[tuple[str, str], list[str]] = defaultdict(list)
+    unsigned: set[tuple[str, str]] = set()
+    for (user, ref), op in _ref_outpoints(writers).items():
+        try:
+            action = led.get_action(user, ref)
+        except UnknownAction:
+            continue
+        if action.status != "failed":  # aborted actions (and invalid spenders) hold nothing
+            holders[(user, op)].append(ref)
+            if action.status == "unsigned":
+                unsigned.add((user, op))
+    users = {w.user for w in writers}
+    for user in users:
+        ops = {op for w in writers if w.user == user for op in w.outpoints}
+        for op in ops:
+            held = holders.get((user, op), [])
+            assert len(held) <= 1, f"{op} is held by two live actions: {held}"
+            assert led.explain_output(user, op).spendable == (not held), (op, held)
+        balance = led.balance(user)
+        assert balance.spendable == sum(amounts[op] for op in ops if not holders.get((user, op)))
+        assert balance.reserved == sum(amounts[op] for op in ops if (user, op) in unsigned)
+
+
 # ============================================================================================
 # child side
 # ============================================================================================
@@ -512,7 +634,10 @@ def role_writer(args: dict[str, Any]) -> None:
         except (OutputAlreadyReserved, OutputNotSpendable):
             _say(kind="skip", ref=ref, outpoint=text, i=i)
             continue
-        raw = chainkit.make_tx([(op.txid, op.vout)], [(1, b"\x51")])
+        # one distinct transaction per action (a locktime that is final: every input has a
+        # final sequence): a retaken outpoint must not rebuild the aborted action's txid
+        raw = chainkit.make_tx([(op.txid, op.vout)], [(1, b"\x51")],
+                               locktime=zlib.crc32(ref.encode()) % 400_000_000)
         txid = chainkit.txid_of(raw)
         run("sign", lambda: led.sign_action(user, ref, raw_tx=raw),  # noqa: B023
             ref=ref, txid=txid, i=i)
@@ -539,11 +664,11 @@ def role_catchup(args: dict[str, Any]) -> None:
     committed -- report ``in_page`` and wait to be killed). Every committed page is reported
     as ``page`` with the tracked position read back from the database after the commit.
     """
+    url = args["url"]
+    led = _open(url, "catchup")  # imports ledger first: projections.* alone is a circular import
     from projections import replay
     from projections.projector import meta_value
     from projections.stores import SqlRowStore
-    url = args["url"]
-    led = _open(url, "catchup")
     page_events = int(args.get("page_events") or replay.CATCHUP_PAGE_EVENTS)
     hold_at = args.get("hold_at_page")
     pages = [0]

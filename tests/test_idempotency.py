@@ -8,6 +8,7 @@ clients sharing a key overwrite each other's intent).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -44,6 +45,12 @@ def _out(satoshis: int = 1) -> list[NewOutput]:
 
 def _topics(url: str, after: int) -> Counter[str]:
     return Counter(topic for _, topic, _ in raw_events(url, after))
+
+
+def _raw_key_used(url: str, key: str) -> int:
+    """``KeyUsed`` events for ``key`` in the event store itself (not the audit projection)."""
+    return sum(1 for _, topic, state in raw_events(url)
+               if topic == KEY_USED and json.loads(state).get("key") == key)
 
 
 def _key_used(led: Ledger, key: str) -> list[int]:
@@ -85,6 +92,7 @@ def test_a_retried_request_returns_the_original_result_and_appends_nothing(
     assert led.balance(USER) == balance
     assert balance.reserved == 5_000 and balance.spendable == 2_000
     assert len(_key_used(led, "req-1")) == 1
+    assert _raw_key_used(ledger_url, "req-1") == 1
     assert led.verify_projections().ok
     assert led.explain_output(USER, other).spendable
 
@@ -241,6 +249,7 @@ def test_two_processes_retrying_one_request_at_once_act_exactly_once(ledger_url:
     with Ledger.open(ledger_url) as led:
         for key, op, _ in rounds:
             assert len(_key_used(led, key)) == 1
+            assert _raw_key_used(ledger_url, key) == 1
             assert not led.explain_output(USER, op).spendable
         refs = [a.reference for a in led.list_actions(USER, limit=1000).items
                 if a.reference.startswith("ref-")]
@@ -289,5 +298,6 @@ def test_two_processes_sharing_a_key_for_different_requests_one_wins(ledger_url:
         assert actions["ref-a"].description == winners["shared-a"]["description"]
         for key in winners:
             assert len(_key_used(led, key)) == 1
+            assert _raw_key_used(ledger_url, key) == 1
         assert led.balance(USER).reserved == 5_000
         assert led.verify_projections().ok
