@@ -291,8 +291,8 @@ def raw_events(url: str, after: int = 0) -> list[tuple[int, str, bytes]]:
         base, _ = _pg_parts(url)
         with psycopg.connect(base, autocommit=True) as pg:
             rows = pg.execute(f"SELECT notification_id, topic, state FROM {_events_table(url)} "
-                                "WHERE notification_id > %s ORDER BY notification_id",
-                                (after,)).fetchall()
+                              "WHERE notification_id > %s ORDER BY notification_id",
+                              (after,)).fetchall()
     return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
 
@@ -527,7 +527,7 @@ def role_open(args: dict[str, Any]) -> None:
         _say(kind="ready")
 
 
-def _hold_first_save(led: Any, collisions: list[int]) -> list[dict[str, Any] | None]:
+def _hold_first_save(led: Any) -> list[dict[str, Any] | None]:
     """Instrumentation: when armed (``slot[0] = {...}``), the next save first reports
     ``holding`` and waits for the parent's ``go``. Two children held this way have both read
     and decided before either writes: their saves collide for certain, not by luck."""
@@ -553,7 +553,7 @@ def role_idem(args: dict[str, Any]) -> None:
     from ledger import LedgerError, Outpoint
     led = _open(args["url"])
     collisions = _count_collisions(led)
-    armed = _hold_first_save(led, collisions)
+    armed = _hold_first_save(led)
     for job in args["jobs"]:
         _say(kind="ready", key=job["key"])
         if not _await_go():

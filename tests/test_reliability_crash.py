@@ -12,6 +12,7 @@ sessions, and then reads the database directly before any ledger code could repa
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from procs import (
 
 from adapters import chainkit
 from adapters.world import World
-from ledger import Ledger, NewOutput, ProviderResult
+from ledger import Ledger, NewOutput, ProviderResult, UnknownAction, UnknownTransaction
 
 ALICE, BOB = "alice", "bob"
 N_OUTPOINTS = 20
@@ -221,6 +222,7 @@ def test_a_killed_catchup_projector_applies_every_event_exactly_once(
                 now = projection_position(url)
                 head = log_head(url)
                 assert position <= now <= head, (round_no, position, now, head)
+                assert not reported or now >= reported[-1]["position"], "a reported page was lost"
                 if held:
                     (stopped,) = [m for m in runner.received if m["kind"] == "in_page"]
                     committed = reported[-1]["position"] if reported else position
@@ -265,11 +267,15 @@ def test_a_killed_catchup_projector_applies_every_event_exactly_once(
             c.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "catch-up mode: create_action/sign_action/record_broadcast read their return value back "
-    "from the lagging projection (ledger/facade.py, `return self.get_action(...)` / "
-    "`self.get_transaction(...)` after the app command), so a committed command raises "
-    "UnknownAction/UnknownTransaction or returns a stale view"))
+LAGGING_READ_BACK = (
+    "catch-up mode: the facade answers create_action/sign_action/abort_action/record_broadcast/"
+    "transition/record_proof by reading the view back from the lagging projection "
+    "(ledger/facade.py: `return self.get_action(...)` / `return self.get_transaction(...)` "
+    "after the app command committed)")
+
+
+@pytest.mark.xfail(strict=True, reason=LAGGING_READ_BACK + ": UnknownAction/UnknownTransaction "
+                   "is raised for a command that committed")
 def test_commands_in_catchup_mode_return_their_own_result(ledger_url: str) -> None:
     """A caller in catch-up mode must be told what its command did, not what the projection
     knew before it: an exception after a commit makes the caller retry a command that
@@ -286,3 +292,23 @@ def test_commands_in_catchup_mode_return_their_own_result(ledger_url: str) -> No
         tx = led.record_broadcast(chainkit.txid_of(raw),
                                   [ProviderResult(provider="arc", status="success")])
         assert tx.state == "sent"
+
+
+@pytest.mark.xfail(strict=True, reason=LAGGING_READ_BACK + ": once the projection knows the "
+                   "transaction, record_broadcast returns its previous state (queued, not sent)")
+def test_a_catchup_mode_command_does_not_answer_with_a_stale_view(ledger_url: str) -> None:
+    """A broadcaster loop in catch-up mode that sees ``queued`` after recording a success will
+    broadcast again (and record a second attempt)."""
+    with Ledger.open(ledger_url) as led:
+        (op,) = _fund(_world(led), ALICE, [9_000])[0]
+    with Ledger.open(ledger_url, projections="catchup") as led:
+        with contextlib.suppress(UnknownAction):
+            led.create_action(ALICE, "pay", description="lagging", inputs=[op], outputs=_one_sat())
+        txid, vout = op.split(":")
+        raw = chainkit.make_tx([(txid, int(vout))], [(1, b"\x51")])
+        with contextlib.suppress(UnknownTransaction):
+            led.sign_action(ALICE, "pay", raw_tx=raw)
+        assert led.run_projections() > 0  # the projection now knows the queued transaction
+        tx = led.record_broadcast(chainkit.txid_of(raw),
+                                  [ProviderResult(provider="arc", status="success")])
+        assert tx.state == "sent", f"answered {tx.state}, but the log says sent"
