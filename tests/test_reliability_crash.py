@@ -68,7 +68,7 @@ def _at_least(child: Child, kind: str, n: int) -> Callable[[], bool]:
 
 @dataclass(frozen=True)
 class KillPlan:
-    """Where to kill: after the first writer acknowledged ``lo..hi`` commands (seeded)."""
+    """Where to kill: after the writers acknowledged ``lo..hi`` commands in all (seeded)."""
 
     seed: int
     lo: int
@@ -79,8 +79,8 @@ class KillPlan:
 KILL_PLANS = {
     "early": KillPlan(seed=101, lo=1, hi=12, two_writers=False),
     "late": KillPlan(seed=202, lo=40, hi=72, two_writers=False),
-    # w1 acknowledges >= 32 commands before it can meet w2's outpoints: hi stays below that
-    "two-writers-overlapping": KillPlan(seed=303, lo=8, hi=30, two_writers=True),
+    # every outpoint is processed to its end by one writer or the other: >= 80 acks in all
+    "two-writers-overlapping": KillPlan(seed=303, lo=8, hi=60, two_writers=True),
 }
 
 
@@ -97,24 +97,22 @@ def test_a_killed_writer_loses_no_acknowledged_command(ledger_url: str, kill_pla
     (inline mode commits rows with the events, so a crash cannot split them)."""
     rng = random.Random(kill_plan.seed)
     with Ledger.open(ledger_url) as led:
-        ops, amounts = _fund(_world(led), ALICE, _amounts(N_OUTPOINTS + 8 * kill_plan.two_writers,
-                                                          1_000))
-    if kill_plan.two_writers:  # overlapping ranges, walked in opposite directions
-        writers = [Writer("w1", ALICE, ops[:N_OUTPOINTS]), Writer("w2", ALICE, ops[8:][::-1])]
-    else:
-        writers = [Writer("w1", ALICE, ops)]
+        ops, amounts = _fund(_world(led), ALICE, _amounts(N_OUTPOINTS, 1_000))
+    # two writers walk the same outpoints in the same order: they contend from the first one
+    writers = [Writer(f"w{n}", ALICE, ops) for n in range(1 + kill_plan.two_writers)]
     children = [w.start(ledger_url) for w in writers]
     try:
         barrier(children)
         kill_at = rng.randint(kill_plan.lo, kill_plan.hi)
-        wait_for(children, lambda: writers[0].acks() >= kill_at and all(w.acks() for w in writers),
+        wait_for(children, lambda: sum(w.acks() for w in writers) >= kill_at
+                 and all(w.acks() + w.child.count("skip") for w in writers if w.child),
                  f"{kill_at} acknowledgements")
         for c in children:
             c.kill()
         for c in children:
             c.drain()
         wait_pg_sessions_gone(ledger_url, [c.tag for c in children])
-        assert all(c.count("done") == 0 for c in children[:1]), "the kill came mid-run"
+        assert not all(c.count("done") for c in children), "the kill came mid-run"
 
         # straight from the database, before a reopen could catch anything up
         head = log_head(ledger_url)
@@ -124,6 +122,8 @@ def test_a_killed_writer_loses_no_acknowledged_command(ledger_url: str, kill_pla
             assert led.head_position() == head
             kinds = check_acknowledged(led, writers)
             assert kinds.get("ack", 0) >= kill_at
+            if kill_plan.two_writers:  # both spoke, and the loser of outpoint 0 skipped it
+                assert kinds.get("skip", 0) >= 1, kinds
             check_one_holder(led, writers, amounts)
             report = led.verify_projections()
             assert report.ok, report.differences[:3]
@@ -274,8 +274,9 @@ LAGGING_READ_BACK = (
     "after the app command committed)")
 
 
-@pytest.mark.xfail(strict=True, reason=LAGGING_READ_BACK + ": UnknownAction/UnknownTransaction "
-                   "is raised for a command that committed")
+@pytest.mark.xfail(strict=True, raises=(UnknownAction, UnknownTransaction),
+                   reason=LAGGING_READ_BACK + ": UnknownAction/UnknownTransaction is raised for "
+                   "a command that committed")
 def test_commands_in_catchup_mode_return_their_own_result(ledger_url: str) -> None:
     """A caller in catch-up mode must be told what its command did, not what the projection
     knew before it: an exception after a commit makes the caller retry a command that
@@ -294,8 +295,13 @@ def test_commands_in_catchup_mode_return_their_own_result(ledger_url: str) -> No
         assert tx.state == "sent"
 
 
-@pytest.mark.xfail(strict=True, reason=LAGGING_READ_BACK + ": once the projection knows the "
-                   "transaction, record_broadcast returns its previous state (queued, not sent)")
+class StaleView(Exception):
+    """A command answered with a view older than its own effect."""
+
+
+@pytest.mark.xfail(strict=True, raises=StaleView, reason=LAGGING_READ_BACK + ": once the "
+                   "projection knows the transaction, record_broadcast returns its previous "
+                   "state (queued, not sent)")
 def test_a_catchup_mode_command_does_not_answer_with_a_stale_view(ledger_url: str) -> None:
     """A broadcaster loop in catch-up mode that sees ``queued`` after recording a success will
     broadcast again (and record a second attempt)."""
@@ -311,4 +317,5 @@ def test_a_catchup_mode_command_does_not_answer_with_a_stale_view(ledger_url: st
         assert led.run_projections() > 0  # the projection now knows the queued transaction
         tx = led.record_broadcast(chainkit.txid_of(raw),
                                   [ProviderResult(provider="arc", status="success")])
-        assert tx.state == "sent", f"answered {tx.state}, but the log says sent"
+        if tx.state != "sent":
+            raise StaleView(f"answered {tx.state}, but the log says sent")
