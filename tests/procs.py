@@ -591,6 +591,7 @@ def role_writer(args: dict[str, Any]) -> None:
         OutputAlreadyReserved,
         OutputNotSpendable,
         ProviderResult,
+        ProviderStatus,
         UnknownAction,
         UnknownTransaction,
     )
@@ -647,7 +648,7 @@ def role_writer(args: dict[str, Any]) -> None:
             run("abort", lambda: led.abort_action(user, ref, reason="writer aborts"),  # noqa: B023
                 ref=ref, txid=txid, outpoint=text, i=i)
         else:
-            result = ProviderResult(provider="arc", status="success")
+            result = ProviderResult(provider="arc", status=ProviderStatus.SUCCESS)
             run("broadcast", lambda: led.record_broadcast(txid, [result]),  # noqa: B023
                 ref=ref, txid=txid, i=i)
     _say(kind="done")

@@ -34,7 +34,14 @@ from procs import (
 
 from adapters import chainkit
 from adapters.world import World
-from ledger import Ledger, NewOutput, ProviderResult, UnknownAction, UnknownTransaction
+from ledger import (
+    Ledger,
+    NewOutput,
+    ProviderResult,
+    ProviderStatus,
+    UnknownAction,
+    UnknownTransaction,
+)
 
 ALICE, BOB = "alice", "bob"
 N_OUTPOINTS = 20
@@ -291,7 +298,7 @@ def test_commands_in_catchup_mode_return_their_own_result(ledger_url: str) -> No
         raw = chainkit.make_tx([(txid, int(vout))], [(1, b"\x51")])
         assert led.sign_action(ALICE, "pay", raw_tx=raw).state == "queued"
         tx = led.record_broadcast(chainkit.txid_of(raw),
-                                  [ProviderResult(provider="arc", status="success")])
+                                  [ProviderResult(provider="arc", status=ProviderStatus.SUCCESS)])
         assert tx.state == "sent"
 
 
@@ -316,6 +323,6 @@ def test_a_catchup_mode_command_does_not_answer_with_a_stale_view(ledger_url: st
             led.sign_action(ALICE, "pay", raw_tx=raw)
         assert led.run_projections() > 0  # the projection now knows the queued transaction
         tx = led.record_broadcast(chainkit.txid_of(raw),
-                                  [ProviderResult(provider="arc", status="success")])
+                                  [ProviderResult(provider="arc", status=ProviderStatus.SUCCESS)])
         if tx.state != "sent":
             raise StaleView(f"answered {tx.state}, but the log says sent")

@@ -11,6 +11,7 @@ operator's CLI, the catch-up projector) cannot read.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,7 +74,7 @@ def _decoy(request: pytest.FixtureRequest, tmp_path: Path, *, pg: bool) -> Decoy
     if not pg:
         return Decoy(sqlite_path)
     base: str = request.getfixturevalue("pg_database")
-    schema = f"decoy_{tmp_path.name[-8:].lower().replace('-', '_')}"
+    schema = f"decoy_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     return Decoy(sqlite_path, base, schema)
@@ -107,8 +108,8 @@ def _snapshots(url: str) -> int:
         finally:
             conn.close()
     base, _, query = url.partition("?schema=")
-    with psycopg.connect(base, autocommit=True) as conn:
-        row = conn.execute(f'SELECT count(*) FROM "{query}".walletledger_snapshots').fetchone()
+    with psycopg.connect(base, autocommit=True) as pg:
+        row = pg.execute(f'SELECT count(*) FROM "{query}".walletledger_snapshots').fetchone()
     return int(row[0]) if row else 0
 
 
