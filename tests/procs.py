@@ -9,10 +9,18 @@ the test process except the database. Children talk to the parent over pipes onl
   pipe lives in the kernel's pipe buffer, owned by the parent's read end, so an acknowledgement
   sent just before a SIGKILL is still read by the parent (unlike a file, a pipe needs no fsync).
 
-Parent side: :class:`Child` (start, send, recv with a safety deadline, SIGKILL), plus helpers
-that read the projection position straight from the database and wait until a killed child's
-PostgreSQL sessions are gone. Every wait is on a condition (a line, a row, a backend list); the
-deadlines only turn a hang into a failure.
+Parent side: :class:`Child` (start, send, recv with a safety deadline, non-blocking poll,
+SIGKILL, environment overrides), plus helpers that read the projection position and the event
+store straight from the database (``projection_position``, ``log_head``, ``raw_events``: no
+ledger code that could repair anything on the way), wait until a killed child's PostgreSQL
+sessions are gone, and check what a writer acknowledged against the reopened ledger
+(:class:`Writer`, ``check_acknowledged``, ``check_one_holder``). Every wait is on a condition
+(a line, a row, a backend list); the deadlines only turn a hang into a failure.
+
+Roles: ``race`` and ``open`` (reservation and open races), ``idem`` (idempotency race; can hold
+both racers right before their save), ``writer`` (create/sign/note/broadcast-or-abort loop,
+inline or catch-up mode), ``catchup`` (catch-up projector; small pages, follow mode, and a hold
+inside a page's open transaction to be killed there).
 """
 
 from __future__ import annotations
