@@ -303,9 +303,8 @@ class Fold:
     def users(self) -> list[str]:
         return sorted({u for u, _ in self.actions} | {u for u, _, _ in self.outputs})
 
-    @property
-    def baskets(self) -> list[str]:
-        return sorted({o.basket for o in self.outputs.values()})
+    def baskets_of(self, user: str) -> list[str]:
+        return sorted({o.basket for o in self.outputs.values() if o.user == user})
 
     def balance(self, user: str, basket: str | None = None) -> dict[str, int]:
         sums = dict.fromkeys(BUCKETS, 0)
@@ -365,7 +364,7 @@ def expected(fold: Fold) -> dict[str, Any]:
         for o in rows:
             category = fold.category(o)
             explain[f"{user} {o.txid}:{o.vout}"] = (category == "spendable", category)
-        for basket in [None, *fold.baskets]:
+        for basket in [None, *fold.baskets_of(user)]:
             chosen = [o for o in rows if basket is None or o.basket == basket]
             for spendable in (True, False, None):
                 listed = []

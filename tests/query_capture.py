@@ -35,17 +35,25 @@ def _ask(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return ("error", type(err).__name__, str(err))
 
 
-def capture(view: LedgerView, fold: Fold, *, absent_txids: tuple[str, ...] = ()) -> Capture:
-    """All query results of ``view`` keyed by the query that produced them."""
+def capture(view: LedgerView, fold: Fold, *, absent_txids: tuple[str, ...] = (),
+            full: bool = True) -> Capture:
+    """All query results of ``view`` keyed by the query that produced them. ``full=False``
+    asks only what :func:`observed` needs (no tag/label/status filters, pages or audit tail)."""
     got: Capture = {}
     tags = sorted({t for o in fold.outputs.values() for t in o.tags})
     labels = sorted({label for a in fold.actions.values() for label in a.labels})
     for user in fold.users:
-        for basket in [None, *fold.baskets]:
+        for basket in [None, *fold.baskets_of(user)]:
             for spendable in (True, False, None):
                 got[f"outputs {user} {basket} {spendable}"] = _ask(
                     view.list_outputs, user, basket=basket, spendable=spendable, limit=1000)
             got[f"balance {user} {basket}"] = _ask(view.balance, user, basket=basket)
+        got[f"actions {user}"] = _ask(view.list_actions, user, limit=1000)
+        if not full:
+            continue
+        for basket in ("default", "no-such-basket"):
+            got[f"outputs {user} {basket} any"] = _ask(view.list_outputs, user, basket=basket,
+                                                       spendable=None)
         got[f"outputs {user} scripts page"] = _ask(
             view.list_outputs, user, basket=None, spendable=None, include_locking_scripts=True,
             limit=2, offset=1)
@@ -58,17 +66,19 @@ def capture(view: LedgerView, fold: Fold, *, absent_txids: tuple[str, ...] = ())
                                                       tag_mode=mode)
             got[f"actions {user} labels {mode}"] = _ask(view.list_actions, user,
                                                         labels=labels[:2], label_mode=mode)
-        got[f"actions {user}"] = _ask(view.list_actions, user, limit=1000)
         got[f"actions {user} page"] = _ask(view.list_actions, user, limit=2, offset=1)
         for label in labels:
             got[f"actions {user} label {label}"] = _ask(view.list_actions, user, labels=[label])
         for status in ACTION_STATUSES:
             got[f"actions {user} status {status}"] = _ask(view.list_actions, user,
                                                           statuses=[status])
-    got["outputs nobody"] = _ask(view.list_outputs, "nobody", basket=None, spendable=None)
-    got["balance nobody"] = _ask(view.balance, "nobody")
-    for user, reference in fold.actions:
-        got[f"action {user} {reference}"] = _ask(view.get_action, user, reference)
+    if full:
+        got["outputs nobody"] = _ask(view.list_outputs, "nobody", basket=None, spendable=None)
+        got["balance nobody"] = _ask(view.balance, "nobody")
+        for user, reference in fold.actions:
+            got[f"action {user} {reference}"] = _ask(view.get_action, user, reference)
+        got["audit tail"] = _ask(view.audit_tail, limit=40)
+        got["audit tail changes"] = _ask(view.audit_tail, limit=40, event="processing.changed")
     for txid in [*fold.txs, *absent_txids]:
         got[f"tx {txid}"] = _ask(view.get_transaction, txid)
         got[f"history {txid}"] = _ask(view.history, txid)
@@ -76,8 +86,6 @@ def capture(view: LedgerView, fold: Fold, *, absent_txids: tuple[str, ...] = ())
         got[f"explain {user} {txid}:{vout}"] = _ask(view.explain_output, user,
                                                     Outpoint(txid=txid, vout=vout))
     got["tip"] = _ask(view.chain_tip)
-    got["audit tail"] = _ask(view.audit_tail, limit=40)
-    got["audit tail changes"] = _ask(view.audit_tail, limit=40, event="processing.changed")
     return got
 
 
@@ -112,7 +120,7 @@ def observed(got: Capture, fold: Fold) -> dict[str, Any]:
         actions[user] = [(a["reference"], a["txid"], a["status"], a["satoshis_delta"],
                           a["is_outgoing"], tuple(sorted(a["labels"])), a["description"])
                          for a in _items(got[f"actions {user}"], f"actions of {user}")]
-        for basket in [None, *fold.baskets]:
+        for basket in [None, *fold.baskets_of(user)]:
             for spendable in (True, False, None):
                 key = f"{user} {basket} {spendable}"
                 outputs[key] = sorted(

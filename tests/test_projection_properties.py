@@ -53,6 +53,7 @@ from adapters.world import World
 from ledger import (
     IllegalTransition,
     InternalizeOutput,
+    InvalidInput,
     Ledger,
     NewOutput,
     Outpoint,
@@ -427,3 +428,53 @@ def test_confirm_unspent_releases_two_inputs_of_one_action_in_one_call(
     led.confirm_unspent(funds, reason="utxo check: both unspent")
     assert (led.balance("bob").quarantined, led.balance("bob").spendable) == (0, 11_000)
     assert led.verify_projections().ok
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "same cause as above: application.confirm_unspent loads the lock stream once per listed "
+    "outpoint, so a repeated outpoint yields two copies of one lock that conflict on save; "
+    "the typed answer is InvalidInput (as create_action gives for a repeated input) or one "
+    "release"))
+def test_confirm_unspent_with_a_repeated_outpoint_is_refused_or_released_once(
+        led: Ledger, world: World) -> None:
+    """Guards against a duplicate in a monitor's batch turning into ConcurrencyConflict ("safe
+    to retry", though no retry can ever succeed) instead of a typed answer."""
+    funds = world.fund("bob", [5_000])
+    raw, _ = world.spend("bob", "lost", funds, [(5_000, world.script())])
+    txid = led.sign_action("bob", "lost", raw_tx=raw).txid
+    led.record_broadcast(txid, [ProviderResult(provider="arc", status="double_spend")])
+    head = led.head_position()
+    try:
+        led.confirm_unspent([funds[0], funds[0]], reason="utxo check")
+    except InvalidInput:
+        assert led.head_position() == head
+        return
+    assert led.balance("bob").spendable == 5_000
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ledger/application.py _spender_effects releases the inputs when the spender becomes "
+    "invalid, but nothing takes them back when an operator's unfail sends it on (unfail -> "
+    "sent/seen/...): the inputs stay released while a live transaction spends them, against "
+    "SPEC §4 'a live spender is an action ... not aborted, whose transaction is not invalid'"))
+@pytest.mark.parametrize("verdict", ["invalid", "double_spend"])
+def test_inputs_of_an_unfailed_spender_that_is_broadcast_again_are_not_spendable(
+        led: Ledger, world: World, verdict: str) -> None:
+    """Guards against the wallet building a second transaction on an input its own re-broadcast
+    transaction already spends (a self-inflicted double spend after an operator's unfail)."""
+    funds = world.fund("bob", [5_000])
+    raw, _ = world.spend("bob", "retry", funds, [(5_000, world.script())])
+    txid = led.sign_action("bob", "retry", raw_tx=raw).txid
+    led.record_broadcast(txid, [ProviderResult(provider="arc", status=verdict)])
+    if verdict == "double_spend":
+        led.confirm_unspent(funds, reason="utxo check: unspent")
+    assert led.balance("bob").spendable == 5_000, "released while the spender is toxic"
+    led.transition(txid, S.UNFAIL, reason="operator re-review", actor="ops")
+    led.record_broadcast(txid, [ProviderResult(provider="arc", status="success")])
+    assert led.get_transaction(txid).state == S.SENT
+    assert led.explain_output("bob", funds[0]).category == "spent"
+    assert led.balance("bob").spendable == 0
+    with pytest.raises(OutputAlreadyReserved):
+        led.create_action("bob", "again", description="second spend", inputs=funds,
+                          outputs=[NewOutput(vout=0, satoshis=5_000,
+                                             locking_script=world.script(), basket=None)])
