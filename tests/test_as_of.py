@@ -5,10 +5,11 @@ One realistic incident history runs on each backend: receipts, a payment that ne
 broadcast attempts and is taken by its payee, a draft holding an input, a double spend (its input
 quarantined, a local re-spend refused, then released by ``confirm_unspent``), a two-block reorg of
 a confirmed payment that is re-proven, a reorged coinbase frozen by an operator, a nosend payment
-frozen and released, and a coinbase that matures 100 blocks after its block.
+frozen and released, a coinbase that matures 100 blocks after its block, and the
+double-spent payment put back under review (``unfail``).
 
-About sixty positions of that history (each named moment and its neighbours, every event inside
-the double-spend and reorg saves, every third event elsewhere) are replayed and compared with
+About fifty positions of that history (each named moment and its neighbours, every event inside
+the double-spend and reorg saves, every fourth event elsewhere) are replayed and compared with
 the fold of the same prefix: transactions, actions, outputs for spendable True/False/None per
 basket, balances per user and basket, explanations and their evidence positions, the chain tip,
 and each transaction's history (a prefix of the live one).
@@ -151,6 +152,8 @@ def _incident(world: World) -> Incident:
     mark("coinbase immature")
     world.mine()
     mark("coinbase mature")
+    led.transition(ds, S.UNFAIL, reason="operator re-review", actor="ops")
+    mark("double spend unfailed")
     led.note(pay, "incident.ticket", ticket="INC-42")
     return inc
 
@@ -176,7 +179,7 @@ def replayed(request: pytest.FixtureRequest,
 
 def _sweep_positions(led: Ledger, inc: Incident) -> list[int]:
     """The replayed positions: 0, each named moment and its neighbours, every event inside the
-    double-spend and reorg saves, and every third event otherwise (the long run of empty blocks
+    double-spend and reorg saves, and every fourth event otherwise (the long run of empty blocks
     contributes only its maturity boundary)."""
     events = [p for p, _ in read_log(led)]
     wanted = {0, events[-1]}
@@ -186,7 +189,7 @@ def _sweep_positions(led: Ledger, inc: Incident) -> list[int]:
                        ("reorg start", "pay reorging")):
         wanted |= {p for p in events if inc.at[start] < p <= inc.at[end]}
     run = range(inc.at["lost coinbase frozen"] + 2, inc.at["coinbase immature"] - 1)
-    wanted |= {p for i, p in enumerate(events) if i % 3 == 0 and p not in run}
+    wanted |= {p for i, p in enumerate(events) if i % 4 == 0 and p not in run}
     return sorted(wanted & {0, *events})
 
 
@@ -210,7 +213,8 @@ class TestAsOfEqualsTheFold:
         double spend and the coinbase maturing)."""
         led, incident = replayed
         positions = _sweep_positions(led, incident)
-        live_history = {t: led.history(t) for t in fold_log(led).txs}
+        everything = fold_log(led).txs
+        live_history = {t: led.history(t) for t in everything}
         fold, events = Fold(), iter(read_log(led))
         pending: tuple[int, Any] | None = None
         for p in positions:
@@ -221,8 +225,8 @@ class TestAsOfEqualsTheFold:
                 fold.apply(*pending)
                 pending = None
             view = led.as_of(p)
-            assert view.position == fold.position == p
-            absent = tuple(t for t in incident.tx.values() if t not in fold.txs)
+            assert view.position == fold.position == p, (view.position, p)
+            absent = tuple(t for t in everything if t not in fold.txs)
             got = capture(view, fold, absent_txids=absent, full=False)
             assert_matches_fold(got, fold, where=f"as_of({p})")
             for txid in absent:
@@ -265,6 +269,11 @@ class TestAsOfEqualsTheFold:
         assert balance(at["lost coinbase frozen"], "dave") == (0, 0, 0, 0, 0)
         assert balance(at["coinbase immature"], "carol") == (0, 0, 0, CB_SATS, 0)
         assert balance(at["coinbase mature"], "carol") == (CB_SATS, 0, 0, 0, 0)
+        unfailed = led.as_of(at["double spend unfailed"])
+        assert balance(at["double spend unfailed"], "bob") == (47_000, 0, 5_000, 0, 0), \
+            "unfail keeps the toxic value it entered with: listed again, not spendable"
+        assert [(o.txid, o.vout) for o in unfailed.list_outputs(
+            "bob", basket="savings", spendable=False).items] == [(tx["ds"], 1)]
         mature = led.as_of(at["coinbase mature"])
         tip = mature.chain_tip()
         assert tip is not None and tip.height == incident.coinbase_height + 100
