@@ -1,4 +1,5 @@
-"""Strict decoding of raw transactions, BUMP merkle paths (BRC-74) and BEEF (BRC-62/95/96).
+"""Strict decoding of raw transactions, BUMP merkle paths (BRC-74) and BEEF (BRC-62/95/96),
+and the encoding of the Atomic BEEF the ledger hands its broadcasters.
 
 This is the only module of the project that imports ``bsv`` (bsv-sdk 2.4). The SDK is lenient:
 its reader returns short data at the end of input instead of failing, ``from_hex`` accepts trailing
@@ -667,3 +668,38 @@ def parse_beef(beef: bytes) -> ParsedBeef:
         )
     body = _read_framed(data, ATOMIC_HEADER_BYTES, "BEEF inside the Atomic BEEF")
     return _result("ATOMIC", _atomic_subject(data, body), body)
+
+
+# --------------------------------------------------------------------------- encoding
+
+MAX_BEEF_TRANSACTIONS = 10_000
+
+
+def _varint(n: int) -> bytes:
+    assert n >= 0
+    if n < 0xFD:
+        return bytes([n])
+    if n <= 0xFFFF:
+        return b"\xfd" + n.to_bytes(2, "little")
+    if n <= 0xFFFF_FFFF:
+        return b"\xfe" + n.to_bytes(4, "little")
+    return b"\xff" + n.to_bytes(8, "little")
+
+
+def encode_atomic_beef(subject_raw: bytes, ancestors: list[tuple[bytes, bytes | None]]) -> bytes:
+    """An Atomic BEEF (BRC-95 around a BRC-96 V2 BEEF) of ``ancestors`` -- ``(raw tx, BUMP or
+    None)``, every parent before the transactions that spend it -- then the subject. Identical
+    BUMPs are stored once. The result parses back with :func:`parse_beef`."""
+    if len(ancestors) >= MAX_BEEF_TRANSACTIONS:
+        raise InvalidInput(f"a BEEF of at most {MAX_BEEF_TRANSACTIONS} transactions")
+    bumps: list[bytes] = []
+    entries = []
+    for raw, bump in [*ancestors, (subject_raw, None)]:
+        if bump is None:
+            entries.append(bytes([V2_FORMAT_RAW]) + raw)
+            continue
+        if bump not in bumps:
+            bumps.append(bump)
+        entries.append(bytes([V2_FORMAT_RAW_WITH_BUMP]) + _varint(bumps.index(bump)) + raw)
+    body = b"".join([BEEF_V2_MAGIC, _varint(len(bumps)), *bumps, _varint(len(entries)), *entries])
+    return ATOMIC_BEEF_MAGIC + bytes.fromhex(txid_of_raw(subject_raw))[::-1] + body

@@ -668,7 +668,8 @@ def parse_at(text: str) -> int | datetime:
             clock = datetime.strptime(value, "%H:%M:%S" if value.count(":") == 2 else "%H:%M")
             return datetime.now(UTC).replace(hour=clock.hour, minute=clock.minute,
                                              second=clock.second, microsecond=0)
-        return datetime.fromisoformat(value)
+        at = datetime.fromisoformat(value)
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # the CLI's UTC default
     except ValueError:
         fail(f"--at takes a log position (e.g. 120), an ISO time (e.g. 2025-01-31T14:03:00Z) "
              f"or a time today (e.g. 14:03), got {text[:60]!r}")

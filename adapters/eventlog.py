@@ -102,3 +102,7 @@ class BsvCodec:
     def parse_beef(self, beef: bytes) -> Any:
         from adapters import bsv_codec
         return bsv_codec.parse_beef(beef)
+
+    def encode_beef(self, subject_raw: bytes, ancestors: list[tuple[bytes, bytes | None]]) -> bytes:
+        from adapters import bsv_codec
+        return bsv_codec.encode_atomic_beef(subject_raw, ancestors)

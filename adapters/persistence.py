@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import RecordConflictError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -26,6 +29,9 @@ from ledger.errors import StorageError
 from projections.inline import StaleDecision
 
 MAX_URL_CHARS = 2_000
+DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+"""Errors the database drivers raise past ``eventsourcing``'s own wrapping (e.g. opening a file
+that is not a SQLite database)."""
 _PG_CREATE_TABLE_LOCK = 727_274_000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -94,20 +100,6 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
 
     inline_hook: InlineHook | None = None
 
-    def create_table(self) -> None:
-        """The base class's DDL, serialised across processes by a session advisory lock.
-
-        Every open runs ``CREATE OR REPLACE FUNCTION`` (and ``CREATE TYPE``, ``CREATE TABLE IF
-        NOT EXISTS``); two processes opening the same database at once made PostgreSQL fail one
-        of them with "tuple concurrently updated" (or a duplicate-key error on a fresh schema).
-        """
-        with self.datastore.get_connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_PG_CREATE_TABLE_LOCK,))
-            try:
-                super().create_table()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_CREATE_TABLE_LOCK,))
-
     def select_events_many(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every stored event of many streams, ordered by stream then version."""
         out: list[StoredEvent] = []
@@ -144,6 +136,36 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
             if self.inline_hook is not None:
                 _run_hook(self.inline_hook, curs, ids, kwargs.get("ledger_events"), stored_events)
         return ids
+
+
+@contextmanager
+def setup_lock(config: StorageConfig) -> Iterator[None]:
+    """Serialise the event store's DDL across processes (PostgreSQL; SQLite locks the file).
+
+    Every open runs ``CREATE OR REPLACE FUNCTION``, ``CREATE TYPE`` and ``CREATE TABLE IF NOT
+    EXISTS`` for the events and the snapshots; two processes opening one database at once made
+    PostgreSQL fail one of them ("tuple concurrently updated", or a duplicate key in
+    ``pg_type``). The lock is held by a session of its own and ends with it. Connecting first
+    also turns a missing database or role into a :class:`StorageError` that names it.
+    """
+    if config.kind != "postgresql":
+        yield
+        return
+    env = config.env
+    try:
+        conn = psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"],
+            port=int(env["POSTGRES_PORT"]), user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True)
+    except psycopg.Error as err:
+        first = " ".join((str(err).strip().splitlines() or [type(err).__name__])[0].split())
+        raise StorageError(f"cannot open {config.display}: {first[:300]}") from None
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_PG_CREATE_TABLE_LOCK,))
+        yield
+    finally:
+        conn.close()
 
 
 @dataclass

@@ -5,6 +5,8 @@ The public API (SPEC §6) is importable from here::
     from ledger import Ledger, ProcessingStatus, BlockHeader, Outpoint, NewOutput
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ledger.application import Broadcaster
 from ledger.errors import (
     BroadcastFailed,
@@ -23,7 +25,6 @@ from ledger.errors import (
     UnknownAction,
     UnknownTransaction,
 )
-from ledger.facade import Ledger, LedgerView
 from ledger.rules import ProviderStatus
 from ledger.status import TRANSITIONS, ProcessingStatus, can_transition
 from ledger.values import BlockHeader, InternalizeOutput, NewOutput, Outpoint, ProviderResult
@@ -39,6 +40,21 @@ from ledger.views import (
     RebuildReport,
     TransactionView,
 )
+
+if TYPE_CHECKING:
+    from ledger.facade import Ledger, LedgerView
+
+
+def __getattr__(name: str) -> Any:
+    """``Ledger`` and ``LedgerView`` are imported on first use: the facade wires in
+    ``projections`` and ``adapters``, which themselves import from ``ledger``, so importing it
+    eagerly here would make ``import projections.replay`` (or any adapter) fail when it comes
+    first."""
+    if name in ("Ledger", "LedgerView"):
+        from ledger import facade
+        return getattr(facade, name)
+    raise AttributeError(f"module 'ledger' has no attribute {name!r}")
+
 
 __all__ = [
     "TRANSITIONS", "ActionView", "AuditEntry", "Balance", "BlockHeader", "BroadcastFailed",

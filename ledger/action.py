@@ -12,6 +12,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from ledger.clock import utc_now
 from ledger.errors import PreconditionFailed
 from ledger.identity import action_id
 
@@ -33,6 +34,7 @@ class ActionAggregate(Aggregate):
 
     class Event(Aggregate.Event):
         TOPIC = "ledger.action.Event"
+        create_timestamp = staticmethod(utc_now)
         user: str
         reference: str
 
@@ -101,6 +103,17 @@ class ActionAggregate(Aggregate):
 
         def apply(self, agg: ActionAggregate) -> None:
             agg.quarantined.update(self.outpoints)
+
+    class InputsRetaken(Event):
+        """The action's transaction is live again (it left ``unfail``): it spends these again."""
+
+        TOPIC = "ledger.action.InputsRetaken"
+        outpoints: list[str]
+        reason: str
+
+        def apply(self, agg: ActionAggregate) -> None:
+            agg.held.update(self.outpoints)
+            agg.quarantined.difference_update(self.outpoints)
 
     class LabelsAdded(Event):
         TOPIC = "ledger.action.LabelsAdded"
@@ -178,6 +191,12 @@ class ActionAggregate(Aggregate):
         if fresh:
             self._emit(self.InputsQuarantined, outpoints=fresh, reason=reason)
         return fresh
+
+    def retake(self, outpoints: list[str], *, reason: str) -> None:
+        """Spend released or quarantined inputs again (the transaction was revived)."""
+        assert self.signed and not self.aborted
+        if outpoints:
+            self._emit(self.InputsRetaken, outpoints=sorted(outpoints), reason=reason)
 
     def internalize(self, *, txid: str, outputs: list[dict[str, Any]]) -> None:
         """Take outputs of a received transaction into this action (merge on repeat)."""

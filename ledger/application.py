@@ -49,7 +49,7 @@ from ledger.identity import (
 from ledger.reservation import ReservationAggregate
 from ledger.results import action_view, transaction_view
 from ledger.rules import ProviderStatus, broadcast_outcome, proof_state
-from ledger.status import NEVER_BROADCAST_STATES, ProcessingStatus
+from ledger.status import NEVER_BROADCAST_STATES, TOXIC_STATES, ProcessingStatus
 from ledger.stream_cache import Attempt, Recheck, StreamCache
 from ledger.transaction import TransactionAggregate
 from ledger.values import InternalizeOutput, NewOutput, Outpoint, ProviderResult
@@ -60,6 +60,8 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 MAX_COMMAND_ATTEMPTS = 8
+MAX_BEEF_ANCESTORS = 1_000
+NULL_TXID = "00" * 32
 RETRY_BASE_DELAY_S = 0.002
 RETRY_MAX_DELAY_S = 0.1
 SEQUENCE_FINAL = 0xFFFF_FFFF
@@ -104,6 +106,8 @@ class ParsedBeef(Protocol):
     @property
     def subject(self) -> ParsedTx: ...
     @property
+    def transactions(self) -> Mapping[str, ParsedTx]: ...
+    @property
     def proofs(self) -> Mapping[str, ParsedProof]: ...
 
 
@@ -113,6 +117,8 @@ class Codec(Protocol):
     def parse_raw_tx(self, raw: bytes) -> ParsedTx: ...
     def parse_bump(self, bump: bytes, txid: str) -> ParsedProof: ...
     def parse_beef(self, beef: bytes) -> ParsedBeef: ...
+    def encode_beef(self, subject_raw: bytes,
+                    ancestors: list[tuple[bytes, bytes | None]]) -> bytes: ...
 
 
 class ReadModel(Protocol):
@@ -224,8 +230,12 @@ class LedgerApplication(Application[UUID]):
         attempt the stream cache is trusted (see :mod:`ledger.stream_cache`); ``fresh`` (and
         every later attempt, and any read outside a command) reads the event store."""
         attempt = self._attempt
-        if attempt is not None and not fresh:
-            cached = self._from_cache(aggregate_id, kind)
+        if attempt is not None:
+            held = attempt.held.get(aggregate_id)  # one copy of each stream per attempt
+            if held is not None:
+                assert isinstance(held, kind), (type(held), kind)
+                return held
+            cached = None if fresh else self._from_cache(aggregate_id, kind)
             if cached is not None:
                 return cached
         agg: Any
@@ -242,8 +252,10 @@ class LedgerApplication(Application[UUID]):
         if agg is None:
             return None
         assert isinstance(agg, kind), (type(agg), kind)
-        if attempt is not None and not fresh:
-            self._streams.put(agg)
+        if attempt is not None:
+            attempt.hold(agg)
+            if not fresh:
+                self._streams.put(agg)
         return agg
 
     def _from_cache(self, aggregate_id: UUID, kind: type[A]) -> A | None:
@@ -258,6 +270,7 @@ class LedgerApplication(Application[UUID]):
             return None
         assert isinstance(cached, kind), (type(cached), kind)
         attempt.cached[aggregate_id] = cached
+        attempt.hold(cached)
         return cached
 
     def _load_many(self, aggregate_ids: Sequence[UUID], kind: type[A]) -> dict[UUID, A]:
@@ -333,6 +346,16 @@ class LedgerApplication(Application[UUID]):
         if len(set(inputs)) != len(inputs):
             raise InvalidInput("the same input is listed twice")
 
+        def repeat() -> ActionView | None:
+            """The answer to a repeat of an earlier request under the same key, if any."""
+            if idempotency_key is None:
+                return None
+            used = self._load(idempotency_id(idempotency_key), IdempotencyRecord, fresh=True)
+            if used is None:
+                return None
+            used.check_repeat(command="create_action", digest=digest)
+            return self._action_view(self._action(user, reference))
+
         def command(attempt: int) -> ActionView:
             # Attempt 0 creates the action, its key and its locks without reading them first: a
             # stream that already exists makes the save collide, and attempt 1 reads and decides.
@@ -340,27 +363,38 @@ class LedgerApplication(Application[UUID]):
             if optimistic:
                 assert self._attempt is not None
                 self._attempt.skipped_reads = True
-            if idempotency_key is not None and not optimistic:
-                used = self._load(idempotency_id(idempotency_key), IdempotencyRecord)
-                if used is not None:
-                    used.check_repeat(command="create_action", digest=digest)
-                    return self._action_view(self._action(user, reference))
+            else:
+                answer = repeat()
+                if answer is not None:
+                    return answer
+            try:
+                return decide(optimistic)
+            except (PreconditionFailed, OutputAlreadyReserved, OutputNotSpendable):
+                # The original request may have committed after the key was read: a retry
+                # must answer as one, never refuse its own input.
+                answer = None if optimistic else repeat()
+                if answer is None:
+                    raise
+                return answer
+
+        def decide(optimistic: bool) -> ActionView:
             if not optimistic and self._load(action_id(user, reference), ActionAggregate) is not None:
                 raise PreconditionFailed(
                     f"action {reference!r} of user {user!r} already exists; "
                     "use a new reference (or an idempotency key to make retries safe)")
+            # Triggered in the order they are saved, so the log's timestamps never go back.
+            locks, held = self._reserve(user, reference, inputs, optimistic=optimistic)
             action = ActionAggregate.create(
                 user=user, reference=reference, description=description,
                 is_outgoing=is_outgoing, outputs=payload["outputs"], labels=labels,
                 idempotency_key=idempotency_key)
-            locks, held = self._reserve(user, reference, inputs, optimistic=optimistic)
             action.reserve([{"outpoint": str(op), "satoshis": sats} for op, sats in held])
             record = None
             if idempotency_key is not None:
                 record = IdempotencyRecord.record(
                     key=idempotency_key, command="create_action", digest=digest,
                     result={"user": user, "reference": reference})
-            self._save(action, *locks, record)
+            self._save(*locks, action, record)
             return action_view(action, None)
 
         return self.retrying(command)
@@ -395,9 +429,11 @@ class LedgerApplication(Application[UUID]):
             raise OutputNotSpendable(f"output {op} of user {user!r} is {category}, not spendable")
         return satoshis
 
-    def sign_action(self, *, user: str, reference: str, raw_tx: bytes,
-                    nosend: bool) -> TransactionView:
+    def sign_action(self, *, user: str, reference: str, raw_tx: bytes, nosend: bool,
+                    input_beef: bytes | None = None) -> TransactionView:
         parsed = self.codec.parse_raw_tx(raw_tx)
+        if input_beef is not None:
+            self.codec.parse_beef(input_beef)  # strictly, before anything is stored
 
         def command(attempt: int) -> TransactionView:
             action = self._action(user, reference)
@@ -412,7 +448,8 @@ class LedgerApplication(Application[UUID]):
                 txid=parsed.txid, raw_tx=parsed.raw, state=self._initial_state(parsed, nosend),
                 is_coinbase=parsed.is_coinbase,
                 inputs=[f"{i.source_txid}:{i.source_vout}" for i in parsed.inputs],
-                output_count=len(parsed.outputs), origin=(user, reference))
+                output_count=len(parsed.outputs), origin=(user, reference),
+                input_beef=input_beef)
             action.sign(txid=parsed.txid, nosend=nosend)
             return self._tx_view(tx, self._save(tx, action))
 
@@ -441,10 +478,11 @@ class LedgerApplication(Application[UUID]):
                     f"action {reference!r} internalized a received transaction; "
                     "only self-created actions can be aborted")
             if tx is not None:
-                if tx.state not in NEVER_BROADCAST_STATES:
+                if tx.state not in NEVER_BROADCAST_STATES or tx.was_broadcast:
+                    said = "was accepted by a provider" if tx.was_broadcast else f"is {tx.state}"
                     raise PreconditionFailed(
-                        f"action {reference!r} cannot be aborted: its transaction {tx.txid} is "
-                        f"{tx.state} (abort is possible only before the first broadcast)")
+                        f"action {reference!r} cannot be aborted: its transaction {tx.txid} "
+                        f"{said} (abort is possible only before the first broadcast)")
                 tx.request_transition(S.INVALID, reason="aborted", details={"why": reason})
             released = action.abort(reason)
             locks = self._locks(released)
@@ -467,10 +505,13 @@ class LedgerApplication(Application[UUID]):
     # --- processing --------------------------------------------------------------------------
 
     def _spender_effects(self, tx: TransactionAggregate, before: ProcessingStatus) -> list[Any]:
-        """Invalid spender: release its inputs. Double-spent spender: quarantine them."""
+        """Invalid spender: release its inputs. Double-spent spender: quarantine them. A spender
+        revived from ``unfail``: it spends its inputs again."""
         if tx.state == before or tx.origin_user is None or tx.origin_reference is None:
             return []
-        if tx.state not in (S.INVALID, S.DOUBLE_SPEND):
+        if before == S.UNFAIL and tx.state not in TOXIC_STATES:
+            return self._revive(tx)
+        if tx.state not in TOXIC_STATES:
             return []
         action = self._action(tx.origin_user, tx.origin_reference)
         held = sorted(action.held)
@@ -486,6 +527,22 @@ class LedgerApplication(Application[UUID]):
             for lock in locks:
                 lock.quarantine(f"spender {tx.txid} double-spent")
         return [action, *locks]
+
+    def _revive(self, tx: TransactionAggregate) -> list[Any]:
+        """Take back the inputs of a spender that left ``unfail`` for a live state."""
+        assert tx.origin_user is not None and tx.origin_reference is not None
+        action = self._action(tx.origin_user, tx.origin_reference)
+        if action.aborted:
+            raise PreconditionFailed(
+                f"transaction {tx.txid} belongs to action {action.reference!r}, which was "
+                "aborted; it can only go to invalid or doubleSpend")
+        wanted = sorted(op for op in action.inputs
+                        if op not in action.held or op in action.quarantined)
+        locks = self._locks(wanted)
+        retaken = [lock.outpoint for lock in locks
+                   if lock.reclaim(user=action.user, reference=action.reference, txid=tx.txid)]
+        action.retake(wanted, reason=f"spender {tx.txid} revived")
+        return [action, *(lock for lock in locks if lock.outpoint in retaken)]
 
     def transition(self, *, txid: str, to: ProcessingStatus, reason: str,
                    expected_from: ProcessingStatus | None, actor: str | None,
@@ -517,34 +574,88 @@ class LedgerApplication(Application[UUID]):
     def broadcast(self, *, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
         """Mark a queued transaction ``sending``, try the providers in order, record them all.
         The providers are called outside any command, so no lock is held across the network."""
-        raw = self._mark_sending(txid)
-        results = broadcast_sequentially(broadcasters, raw, txid)
+        beef = self.beef_for(self._mark_sending(txid))
+        results = broadcast_sequentially(broadcasters, beef, txid)
         return self.record_broadcast(txid=txid, results=results)
 
-    def _mark_sending(self, txid: str) -> bytes:
-        def command(attempt: int) -> bytes:
+    def beef_for(self, tx: TransactionAggregate) -> bytes:
+        """An Atomic BEEF of ``tx`` and the ancestry a processor needs to check it: each input's
+        transaction with its merkle proof, or, while unproven, with its own inputs' ancestry in
+        turn -- from the ledger's own transactions and the BEEFs it was given with them. An
+        ancestor found nowhere is left out (the network is assumed to know it)."""
+        supplied: dict[str, tuple[bytes, bytes | None]] = {}
+        ordered: dict[str, tuple[bytes, bytes | None]] = {}
+
+        def learn(beef_hex: str | None) -> None:
+            if beef_hex:
+                parsed = self.codec.parse_beef(bytes.fromhex(beef_hex))
+                for txid, found in parsed.transactions.items():
+                    proof = parsed.proofs.get(txid)
+                    supplied.setdefault(txid, (found.raw, None if proof is None else proof.bump))
+
+        def source(txid: str) -> tuple[tuple[bytes, bytes | None], list[str]] | None:
+            known = self._load(transaction_id(txid), TransactionAggregate, fresh=True)
+            if known is not None:
+                learn(known.input_beef)
+                bump = known.proof["bump"] if known.proof else None
+                entry = (bytes.fromhex(known.raw_tx), None if bump is None else bytes.fromhex(bump))
+                return entry, [i.split(":")[0] for i in known.inputs]
+            if txid in supplied:
+                raw, bump = supplied[txid]
+                return (raw, bump), [i.source_txid for i in self.codec.parse_raw_tx(raw).inputs]
+            return None
+
+        learn(tx.input_beef)
+        stack = [(t, False) for t in reversed(dict.fromkeys(i.split(":")[0] for i in tx.inputs))]
+        while stack:  # depth first, parents before children
+            txid, expanded = stack.pop()
+            if txid in ordered or txid == NULL_TXID:
+                continue
+            found = source(txid)
+            if found is None:
+                continue
+            entry, parents = found
+            if expanded or entry[1] is not None:
+                ordered[txid] = entry
+                continue
+            if len(ordered) + len(stack) > MAX_BEEF_ANCESTORS:
+                raise InvalidInput(f"transaction {tx.txid} has more than {MAX_BEEF_ANCESTORS} "
+                                   "unproven ancestors; prove some before broadcasting")
+            stack.append((txid, True))
+            stack.extend((p, False) for p in reversed(dict.fromkeys(parents)) if p not in ordered)
+        return self.codec.encode_beef(bytes.fromhex(tx.raw_tx), list(ordered.values()))
+
+    def _mark_sending(self, txid: str) -> TransactionAggregate:
+        def command(attempt: int) -> TransactionAggregate:
             tx = self._tx(txid)
             if tx.state == S.QUEUED:
                 tx.request_transition(S.SENDING, reason="broadcast")
                 self._save(tx)
-            return bytes.fromhex(tx.raw_tx)
+            return tx
 
         return self.retrying(command)
 
     def confirm_unspent(self, *, outpoints: list[Outpoint], reason: str,
                         actor: str | None) -> None:
+        if len(set(outpoints)) != len(outpoints):
+            raise InvalidInput("the same outpoint is listed twice")
+
         def command(attempt: int) -> None:
-            changed: list[Any] = []
+            by_holder: dict[tuple[str, str], list[ReservationAggregate]] = {}
             for op in outpoints:
                 lock = self._load(reservation_id(op.txid, op.vout), ReservationAggregate)
                 if lock is None or not lock.quarantined or lock.holder is None:
                     raise PreconditionFailed(
                         f"output {op} is not quarantined; confirm_unspent releases only inputs "
                         "held after a double spend")
-                action = self._action(*lock.holder)
-                action.release([str(op)], reason=reason, actor=actor)
-                lock.release(reason)
-                changed += [action, lock]
+                by_holder.setdefault(lock.holder, []).append(lock)
+            changed: list[Any] = []
+            for holder, locks in by_holder.items():  # events in the order they are saved
+                action = self._action(*holder)
+                action.release([lock.outpoint for lock in locks], reason=reason, actor=actor)
+                for lock in locks:
+                    lock.release(reason)
+                changed += [action, *locks]
             self._save(*changed)
 
         self.retrying(command)
@@ -625,6 +736,8 @@ class LedgerApplication(Application[UUID]):
         loaded = self._load_many([transaction_id(t) for t in missing], TransactionAggregate)
         for tx in loaded.values():
             into[tx.txid] = tx
+            if self._attempt is not None:
+                self._attempt.hold(tx)
         assert all(t in into for t in missing), "the read model names a transaction never stored"
 
     def _disconnect(self, blocks: Sequence[dict[str, Any]],
@@ -669,7 +782,8 @@ class LedgerApplication(Application[UUID]):
                     txid=subject.txid, raw_tx=subject.raw, state=S.SENT,
                     is_coinbase=subject.is_coinbase,
                     inputs=[f"{i.source_txid}:{i.source_vout}" for i in subject.inputs],
-                    output_count=len(subject.outputs))
+                    output_count=len(subject.outputs),
+                    input_beef=beef if proof_bytes is None else None)  # a proof needs no ancestry
                 if proof_bytes is not None:
                     self._proof_for_new(tx, proof_bytes)
                 elif results:

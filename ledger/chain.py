@@ -17,6 +17,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as BaseSnapshot
 
+from ledger.clock import utc_now
 from ledger.errors import ChainDiscontinuity, InvalidInput
 from ledger.identity import chain_id
 
@@ -41,9 +42,11 @@ class ChainAggregate(Aggregate):
 
     class Event(Aggregate.Event):
         TOPIC = "ledger.chain.Event"
+        create_timestamp = staticmethod(utc_now)
 
     class Snapshot(BaseSnapshot):
         TOPIC = "ledger.chain.Snapshot"
+        create_timestamp = staticmethod(utc_now)
 
     class ChainStarted(Event, Aggregate.Created):
         TOPIC = "ledger.chain.ChainStarted"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from eventsourcing.persistence import PersistenceError
@@ -15,7 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from adapters.eventlog import BsvCodec, SqlReadModel, StoreLog
-from adapters.persistence import InlineHook, StorageConfig, parse_url
+from adapters.persistence import (
+    DRIVER_ERRORS,
+    InlineHook,
+    StorageConfig,
+    parse_url,
+    setup_lock,
+)
 from ledger.application import (
     MAX_BROADCASTERS,
     Broadcaster,
@@ -74,6 +80,9 @@ MAX_PAGE_LIMIT = queries.MAX_PAGE_ITEMS
 PROJECTION_MODES = ("inline", "catchup")
 
 
+_DATABASE_ERRORS: tuple[type[Exception], ...] = (PersistenceError, DBAPIError, *DRIVER_ERRORS)
+
+
 def _storage_errors(fn: Callable[P, T]) -> Callable[P, T]:
     """Database failures become :class:`StorageError`; ledger errors pass through."""
     @functools.wraps(fn)
@@ -82,10 +91,14 @@ def _storage_errors(fn: Callable[P, T]) -> Callable[P, T]:
             return fn(*args, **kwargs)
         except LedgerError:
             raise
-        except (PersistenceError, DBAPIError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise StorageError(f"database error: {first[:300]}") from err
+        except _DATABASE_ERRORS as err:
+            raise StorageError(f"database error: {_first_line(err)}") from err
     return wrapper
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return " ".join(text.splitlines()[0].split())[:300] if text else type(err).__name__
 
 
 def _bytes(what: str, value: Any, max_bytes: int = MAX_RAW_TX_BYTES, *,
@@ -128,9 +141,10 @@ def _details(details: Any) -> dict[str, Any]:
     return loaded
 
 
-def _mode(mode: str) -> str:
-    if mode not in PROJECTION_MODES:
-        raise InvalidInput(f"projections must be one of {', '.join(PROJECTION_MODES)}")
+def _mode(mode: str | None) -> str | None:
+    if mode is not None and mode not in PROJECTION_MODES:
+        raise InvalidInput(f"projections must be one of {', '.join(PROJECTION_MODES)} "
+                           "(or None: keep the database's mode)")
     return mode
 
 
@@ -246,7 +260,7 @@ class Ledger(LedgerView):
 
     @classmethod
     @_storage_errors
-    def open(cls, url: str = DEFAULT_URL, *, projections: str = "inline",
+    def open(cls, url: str = DEFAULT_URL, *, projections: str | None = None,
              max_reorg_depth_blocks: int = DEFAULT_MAX_REORG_DEPTH_BLOCKS) -> Ledger:
         """Open (creating if needed) the ledger at ``url``: ``sqlite:///PATH`` (default),
         ``memory://`` or ``postgresql://USER@HOST:PORT/DBNAME``."""
@@ -256,19 +270,26 @@ class Ledger(LedgerView):
         config = parse_url(url)
         engine = make_engine(config.sqlalchemy_url)
         try:
-            app = LedgerApplication(config.env, codec=BsvCodec(), read_model=SqlReadModel(engine),
-                                    settings=Settings(max_reorg_depth_blocks))
+            with setup_lock(config):  # first opens race to create tables, types, functions
+                app = LedgerApplication(config.env, codec=BsvCodec(),
+                                        read_model=SqlReadModel(engine),
+                                        settings=Settings(max_reorg_depth_blocks))
             log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
             db = Database(engine)
-            ensure_tables(db)
-            ledger = cls(config, app, engine, log, mode)
+            _, stored_mode = ensure_tables(db)
+            ledger = cls(config, app, engine, log, mode or stored_mode)
             schema = config.extra.get("schema")
             hook: InlineHook = InlineProjection(
                 db.dialect, log.decode, pg_schema=str(schema) if schema else None)
             recorder: Any = app.recorder
             recorder.inline_hook = hook
-            ledger._set_mode(mode)
+            if mode is not None and mode != stored_mode:
+                ledger._set_mode(mode)
             return ledger
+        except _DATABASE_ERRORS as err:
+            engine.dispose()
+            config.cleanup()
+            raise StorageError(f"cannot open {config.display}: {_first_line(err)}") from err
         except Exception:
             engine.dispose()
             config.cleanup()
@@ -332,10 +353,10 @@ class Ledger(LedgerView):
         """Bind the draft to its signed transaction, checked against the draft."""
         user, reference = check_name("user", user), check_name("reference", reference)
         raw = _bytes("raw_tx", raw_tx, empty=InvalidTransaction)
-        if input_beef is not None:
-            _bytes("input_beef", input_beef, 50_000_000)
+        beef = None if input_beef is None else \
+            _bytes("input_beef", input_beef, 50_000_000, empty=InvalidTransaction)
         return self._app.sign_action(user=user, reference=reference, raw_tx=raw,
-                                     nosend=bool(nosend))
+                                     nosend=bool(nosend), input_beef=beef)
 
     @_storage_errors
     def abort_action(self, user: str, reference: str, *, reason: str) -> ActionView:
@@ -443,8 +464,11 @@ class Ledger(LedgerView):
                 raise InvalidInput("a log position is >= 0")
             store, _, last = replay.fold(self._log, upto=at)
         else:
-            until = at if at.tzinfo else at.replace(tzinfo=UTC)
-            store, _, last = replay.fold(self._log, until=until)
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise InvalidInput(
+                    "as_of needs an aware datetime (e.g. datetime(2025, 1, 31, 14, 3, "
+                    "tzinfo=UTC)): a naive one could be local time or UTC")
+            store, _, last = replay.fold(self._log, until=at)
         return LedgerView(replay.scratch_engine(store), position=last)
 
     @_storage_errors

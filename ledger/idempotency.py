@@ -14,6 +14,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from ledger.clock import utc_now
 from ledger.errors import IdempotencyConflict
 from ledger.identity import idempotency_id
 
@@ -31,6 +32,7 @@ class IdempotencyRecord(Aggregate):
 
     class Event(Aggregate.Event):
         TOPIC = "ledger.idempotency.Event"
+        create_timestamp = staticmethod(utc_now)
 
 
     class KeyUsed(Event, Aggregate.Created):

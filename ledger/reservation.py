@@ -12,7 +12,8 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from ledger.errors import OutputAlreadyReserved, OutputNotSpendable
+from ledger.clock import utc_now
+from ledger.errors import OutputAlreadyReserved, OutputNotSpendable, PreconditionFailed
 from ledger.identity import reservation_id
 
 
@@ -23,6 +24,7 @@ class ReservationAggregate(Aggregate):
 
     class Event(Aggregate.Event):
         TOPIC = "ledger.reservation.Event"
+        create_timestamp = staticmethod(utc_now)
         outpoint: str
 
 
@@ -33,12 +35,15 @@ class ReservationAggregate(Aggregate):
         reference: str
 
     class OutpointRetaken(Event):
+        """Held by (user, reference) again, and not quarantined."""
+
         TOPIC = "ledger.reservation.OutpointRetaken"
         user: str
         reference: str
 
         def apply(self, agg: ReservationAggregate) -> None:
             agg.holder = (self.user, self.reference)
+            agg.quarantined = False
 
     class OutpointReleased(Event):
         TOPIC = "ledger.reservation.OutpointReleased"
@@ -80,6 +85,20 @@ class ReservationAggregate(Aggregate):
                 f"output {self.outpoint} is already reserved by action {self.holder[1]!r} "
                 f"of user {self.holder[0]!r}")
         self._emit(self.OutpointRetaken, user=user, reference=reference)
+
+    def reclaim(self, *, user: str, reference: str, txid: str) -> bool:
+        """The spender ``txid`` of (user, reference) is live again (it left ``unfail``): hold the
+        outpoint for it again. Refused if another action took it meanwhile."""
+        if self.holder not in (None, (user, reference)):
+            assert self.holder is not None
+            raise PreconditionFailed(
+                f"transaction {txid} cannot be revived: its input {self.outpoint} is now "
+                f"reserved by action {self.holder[1]!r} of user {self.holder[0]!r}; abort that "
+                "action first, or send this transaction to invalid")
+        if self.holder is None or self.quarantined:
+            self._emit(self.OutpointRetaken, user=user, reference=reference)
+            return True
+        return False
 
     def release(self, reason: str) -> None:
         """Free the outpoint (abort, spender invalid, confirmed unspent)."""

@@ -39,6 +39,13 @@ class Attempt:
     saved: bool = False
     skipped_reads: bool = False
     """The attempt created streams without reading them first (an optimistic create)."""
+    held: dict[UUID, Any] = field(default_factory=dict)
+    """Every aggregate the attempt read: a stream read twice is the same object, so two
+    changes to it in one command are one sequence of events, not two colliding copies."""
+
+    def hold(self, aggregate: Any) -> None:
+        self.held[aggregate.id] = aggregate
+        self.loaded.add(aggregate.id)
 
     @property
     def optimistic(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from ledger.clock import utc_now
 from ledger.errors import IllegalTransition, PreconditionFailed
 from ledger.identity import transaction_id
 from ledger.rules import BroadcastOutcome, broadcast_path
@@ -31,11 +32,16 @@ class TransactionAggregate(Aggregate):
 
     class Event(Aggregate.Event):
         TOPIC = "ledger.transaction.Event"
+        create_timestamp = staticmethod(utc_now)
         txid: str
 
 
     class TransactionCreated(Event, Aggregate.Created):
+        """``input_beef`` (hex, v2): the BEEF the wallet or the sender gave with the
+        transaction -- its inputs' ancestry, which a broadcast hands on."""
+
         TOPIC = "ledger.transaction.TransactionCreated"
+        class_version = 2
         txid: str
         raw_tx: str
         state: str
@@ -45,6 +51,11 @@ class TransactionAggregate(Aggregate):
         origin_user: str | None
         origin_reference: str | None
         idempotency_key: str | None
+        input_beef: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["input_beef"] = None
 
     class ProcessingChanged(Event):
         TOPIC = "ledger.transaction.ProcessingChanged"
@@ -96,7 +107,8 @@ class TransactionAggregate(Aggregate):
 
         def apply(self, agg: TransactionAggregate) -> None:
             agg.proof = {"height": self.height, "block_hash": self.block_hash,
-                         "merkle_root": self.merkle_root, "leaf_offset": self.leaf_offset}
+                         "merkle_root": self.merkle_root, "leaf_offset": self.leaf_offset,
+                         "bump": self.bump}
 
     class ProofInvalidated(Event):
         TOPIC = "ledger.transaction.ProofInvalidated"
@@ -114,9 +126,10 @@ class TransactionAggregate(Aggregate):
 
     def __init__(self, txid: str, raw_tx: str, state: str, is_coinbase: bool, inputs: list[str],
                  output_count: int, origin_user: str | None, origin_reference: str | None,
-                 idempotency_key: str | None) -> None:
+                 idempotency_key: str | None, input_beef: str | None) -> None:
         self.txid = txid
         self.raw_tx = raw_tx
+        self.input_beef = input_beef
         self.state = S(state)
         self.is_coinbase = is_coinbase
         self.inputs = list(inputs)
@@ -132,7 +145,8 @@ class TransactionAggregate(Aggregate):
     @classmethod
     def create(cls, *, txid: str, raw_tx: bytes, state: ProcessingStatus, is_coinbase: bool,
                inputs: list[str], output_count: int, origin: tuple[str, str] | None = None,
-               idempotency_key: str | None = None) -> TransactionAggregate:
+               idempotency_key: str | None = None,
+               input_beef: bytes | None = None) -> TransactionAggregate:
         """A new stream for ``txid`` in its initial state."""
         assert len(txid) == 64 and output_count > 0
         return cls._create(
@@ -140,6 +154,7 @@ class TransactionAggregate(Aggregate):
             state=state.value, is_coinbase=is_coinbase, inputs=inputs, output_count=output_count,
             origin_user=origin[0] if origin else None,
             origin_reference=origin[1] if origin else None, idempotency_key=idempotency_key,
+            input_beef=None if input_beef is None else input_beef.hex(),
         )
 
     # -- command handlers ---------------------------------------------------------------------------

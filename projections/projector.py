@@ -27,7 +27,7 @@ Row = dict[str, Any]
 S = ProcessingStatus
 
 _BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
-_BULKY_FIELDS = frozenset({"raw_tx", "bump"})
+_BULKY_FIELDS = frozenset({"raw_tx", "bump", "input_beef"})
 
 
 class RowStore(Protocol):
@@ -108,7 +108,9 @@ def _audit(store: RowStore, position: int, event: Any, name: str, *, txid: str |
            from_state: str | None = None, to_state: str | None = None) -> None:
     details = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
     for bulky in _BULKY_FIELDS & details.keys():
-        details[f"{bulky}_bytes"] = len(details.pop(bulky)) // 2
+        value = details.pop(bulky)
+        if value is not None:
+            details[f"{bulky}_bytes"] = len(value) // 2
     store.append("tx_audit", {
         "audit_id": position, "txid": txid, "user": user, "reference": reference,
         "event": name, "from_state": from_state, "to_state": to_state,
@@ -343,6 +345,19 @@ def _inputs_quarantined(store: RowStore, pos: int, e: Any) -> None:
     _audit(store, pos, e, "action.inputs_quarantined", user=e.user, reference=e.reference)
 
 
+def _inputs_retaken(store: RowStore, pos: int, e: Any) -> None:
+    action = _action_row(store, e, pos)
+    store.put("actions", action)
+    tip = tip_height(store)
+    for row in _spent_rows(store, e.user, e.outpoints):
+        row["spender_reference"], row["spender_txid"] = e.reference, action["txid"]
+        row["quarantined"] = False
+        _evidence(row, "spender", pos)
+        _refresh(store, row, pos, tip)
+    _audit(store, pos, e, "action.inputs_retaken", txid=action["txid"], user=e.user,
+           reference=e.reference)
+
+
 def _outputs_internalized(store: RowStore, pos: int, e: Any) -> None:
     action = _action_row(store, e, pos)
     tx = store.get("transactions", (e.txid,))
@@ -419,6 +434,7 @@ HANDLERS: dict[str, Handler] = {
     "ledger.action.OutputsInternalized": _outputs_internalized,
     "ledger.action.InputsReleased": _inputs_released,
     "ledger.action.InputsQuarantined": _inputs_quarantined,
+    "ledger.action.InputsRetaken": _inputs_retaken,
     "ledger.action.LabelsAdded": _labels_added,
     "ledger.chain.ChainStarted": _audit_only("chain.started"),
     "ledger.chain.BlockConnected": _block_connected,
@@ -499,7 +515,8 @@ def read_plan(events: Sequence[Any]) -> ReadPlan:
             plan.outpoints(e.user, created_inputs.get(e.txid, ()))
         elif topic == "ledger.action.ActionAborted":
             plan.outpoints(e.user, e.released)
-        elif topic in ("ledger.action.InputsReleased", "ledger.action.InputsQuarantined"):
+        elif topic in ("ledger.action.InputsReleased", "ledger.action.InputsQuarantined",
+                       "ledger.action.InputsRetaken"):
             plan.outpoints(e.user, e.outpoints)
         elif topic == "ledger.action.OutputsInternalized":
             plan.keys["outputs"].update((e.user, e.txid, int(o["vout"])) for o in e.outputs)

@@ -145,8 +145,10 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None
             pass
         swap_to(cur, target)
         position = meta_value(SqlRowStore(cur, _statements(db)[target]), "position") or 0
+    # Empty the old set but keep it: a writer that last saw it live reads it (and the pointer)
+    # in one burst before it learns of the swap, so its tables must always exist.
     with db.transaction(write=True) as cur:
-        for statement in ddl_drop_set(live, db.dialect):
+        for statement in [*ddl_drop_set(live, db.dialect), *ddl_create_set(live, db.dialect)]:
             cur.execute(statement)
     return count, time.perf_counter() - started, max(position, last)
 

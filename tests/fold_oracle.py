@@ -169,6 +169,9 @@ class Fold:
         txid = getattr(event, "txid", None)
         if topic.startswith("ledger.transaction.") and isinstance(txid, str):
             self.audit_positions.setdefault(txid, []).append(position)
+            if topic != "ledger.transaction.TransactionCreated":
+                # TransactionView.position: the newest event of the stream, notes and refusals too
+                self._touch(txid, position)
         if topic in AUDIT_ONLY_TOPICS:
             return
         name = topic.rsplit(".", 1)[1]
@@ -263,6 +266,14 @@ class Fold:
             out = self._row(e.user, text)
             if out is not None and out.spender_reference == e.reference:
                 out.quarantined, out.quarantine_position = True, pos
+
+    def _on_InputsRetaken(self, pos: int, e: Any) -> None:
+        txid = self.actions[(e.user, e.reference)].txid
+        for text in e.outpoints:
+            out = self._row(e.user, text)
+            if out is not None:
+                out.spender_reference, out.spender_txid = e.reference, txid
+                out.quarantined, out.spender_position = False, pos
 
     def _on_LabelsAdded(self, pos: int, e: Any) -> None:
         self.actions[(e.user, e.reference)].labels.extend(e.labels)

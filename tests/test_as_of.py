@@ -395,12 +395,6 @@ class TestAsOfDatetime:
         assert view.position == 0 and view.chain_tip() is None
         assert led.as_of(datetime(2000, 1, 1, tzinfo=UTC)).position == 0
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "events of one save are stamped at trigger time but stored in aggregate order: "
-        "application.create_action triggers ActionCreated, then the lock's OutpointReserved "
-        "(_reserve), then InputsReserved, and saves (action, *locks), so the log reads t1, t3, "
-        "t2; replay.fold(until=t) stops at the first later stamp, so as_of(t2) ends before the "
-        "event stamped t2"))
     def test_every_event_timestamp_selects_a_prefix_that_contains_the_event(self, replayed: Replayed) -> None:
         """Guards against an auditor taking ``history(txid)[i].at`` and getting a replay that
         does not contain that very event (today: every reservation of a create_action)."""
@@ -426,10 +420,6 @@ class TestAsOfBadInput:
         assert led.head_position() == head
         assert _live_dump(led) == before
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "ledger/facade.py as_of: `until = at if at.tzinfo else at.replace(tzinfo=UTC)` reads a "
-        "naive datetime as UTC; a host calling as_of(datetime.now()) in local time gets a "
-        "replay shifted by its UTC offset, silently"))
     def test_a_naive_datetime_is_invalid_input(self, replayed: Replayed) -> None:
         """Guards against an ambiguous wall-clock time silently replaying the wrong moment."""
         led, _ = replayed

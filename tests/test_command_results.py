@@ -16,7 +16,14 @@ from conftest import new_pg_schema
 
 from adapters import chainkit
 from adapters.world import World
-from ledger import ActionView, InternalizeOutput, Ledger, ProviderResult, TransactionView
+from ledger import (
+    ActionView,
+    InternalizeOutput,
+    Ledger,
+    Outpoint,
+    ProviderResult,
+    TransactionView,
+)
 
 
 class Scripted:
@@ -139,3 +146,36 @@ def test_commands_answer_in_catch_up_mode_before_the_projection_runs(catchup_url
         assert led.get_transaction(signed.txid) == sent
         assert led.get_action("alice", "pay").status == "unproven"
         assert led.verify_projections().ok
+
+
+def test_broadcasters_get_an_atomic_beef_with_the_ancestry_they_need(led: Ledger,
+                                                                     world: World) -> None:
+    """A processor given a bare raw transaction cannot check its inputs: the broadcast BEEF must
+    carry the proven parent with its BUMP, and an unproven parent with its own proven parent."""
+    from adapters import bsv_codec
+    got: list[bytes] = []
+
+    class Recorder:
+        name = "recorder"
+
+        def broadcast(self, beef: bytes, txid: str) -> ProviderResult:
+            got.append(beef)
+            return ProviderResult(provider=self.name, status="success")
+
+    (coin,) = world.fund("alice", [9_000])            # proven: the BEEF carries its BUMP
+    world.mine()
+    raw, _ = world.spend("alice", "first", [coin], [(1_000, world.script()), (7_900, None)])
+    first = led.broadcast(led.sign_action("alice", "first", raw_tx=raw).txid, [Recorder()])
+    change = led.list_outputs("alice", spendable=True).items
+    unproven = next(o for o in change if o.txid == first.txid)
+    raw2, _ = world.spend("alice", "second", [Outpoint(txid=unproven.txid, vout=unproven.vout)],
+                          [(500, world.script()), (7_300, None)])
+    second = led.broadcast(led.sign_action("alice", "second", raw_tx=raw2).txid, [Recorder()])
+
+    one, two = (bsv_codec.parse_beef(b) for b in got)
+    assert one.version == "ATOMIC" and one.subject.txid == first.txid
+    assert list(one.transactions) == [coin.txid, first.txid] and coin.txid in one.proofs
+    assert two.subject.txid == second.txid
+    assert list(two.transactions) == [coin.txid, first.txid, second.txid], \
+        "the unproven parent comes with its own proven parent, parents first"
+    assert set(two.proofs) == {coin.txid}

@@ -34,16 +34,6 @@ def _waiting_on_locks(base: str, tags: list[str]) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, raises=DdlRace, reason=(
-    "adapters/persistence.py:89 (InlinePostgresRecorder.create_table) serialises only the "
-    "application recorder's DDL with the advisory lock; eventsourcing's Application.__init__ "
-    "then builds the snapshot store "
-    "(application.py:733 construct_snapshot_store -> factory.aggregate_recorder('snapshots') -> "
-    "PostgresAggregateRecorder.create_table, postgres.py:345) unlocked, so two first opens race "
-    "on CREATE TABLE IF NOT EXISTS walletledger_snapshots. Fix: take the same advisory lock "
-    "around the snapshot recorder's create_table too (e.g. a LedgerApplication."
-    "construct_snapshot_store override, or a Postgres factory whose aggregate_recorder returns a "
-    "locking subclass)"))
 def test_two_processes_creating_the_snapshot_table_at_once_both_open(pg_database: str) -> None:
     url = new_pg_schema(pg_database)
     schema = url.split("schema=", 1)[1]

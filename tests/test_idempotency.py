@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import RecordConflictError
 from procs import Child, barrier, log_head, raw_events
 
 from adapters.world import World
@@ -22,7 +23,6 @@ from ledger import (
     NewOutput,
     Outpoint,
     OutputAlreadyReserved,
-    PreconditionFailed,
     UnknownAction,
 )
 from ledger.idempotency import IdempotencyRecord, payload_digest
@@ -201,40 +201,45 @@ def test_a_refused_request_does_not_burn_its_key(
     assert len(_key_used(led, "req-1")) == 1
 
 
-OVERTAKEN = (
-    "ledger/application.py create_action(): the idempotency record is read once, at the top of "
-    "command() (line ~241); if the original request commits between that read and the "
-    "action-exists check (line ~245, PreconditionFailed) or _reserve()'s read-model/lock-stream "
-    "checks (OutputAlreadyReserved), the retry fails with that domain error -- not a "
-    "RecordConflictError, so retrying() never re-reads the key -- instead of returning the "
-    "original result (same payload) or raising IdempotencyConflict (other payload). Seen "
-    "unforced as a flaky OutputAlreadyReserved in a two-process race on SQLite. Fix: when one "
-    "of those refusals is raised and a key was given, re-load the key record and answer from "
-    "check_repeat() before raising")
-
-
-@pytest.mark.xfail(strict=True, raises=(PreconditionFailed, OutputAlreadyReserved), reason=OVERTAKEN)
 @pytest.mark.parametrize("variant", ["same-request", "other-request"])
+@pytest.mark.parametrize("moment", ["before-the-key-read", "after-the-key-read"])
 def test_a_retry_overtaken_between_its_key_check_and_its_reservation(
-        ledger_url: str, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The retry finds the key unused; before it reserves, the original request commits. The
-    retry must still answer like a retry: the original action, or IdempotencyConflict for a
-    different request under the same key -- never "already reserved" for its own input."""
+        ledger_url: str, variant: str, moment: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The original request commits while its retry is mid-command: before the retry looked at
+    the key (it creates optimistically first), or after it found the key unused. The retry must
+    still answer like a retry: the original action, or IdempotencyConflict for a different
+    request under the same key -- never "already reserved" for its own input."""
     with Ledger.open(ledger_url) as original, Ledger.open(ledger_url) as retry:
         world = World(original)
         world.mine_empty(2)
         (op,) = world.fund(USER, [5_000])
         first: list[Any] = []
-        load = retry._app._load
+        app: Any = retry._app
+        load, check = app._load, app._check_spendable
         key_stream = idempotency_id("req-1")
 
-        def load_then_let_the_original_commit(aggregate_id: Any, kind: Any) -> Any:
-            found = load(aggregate_id, kind)
-            if aggregate_id == key_stream and found is None and not first:
+        def original_commits() -> None:
+            if not first:
                 first.append(_create(original, op))  # commits while the retry is mid-command
+
+        def load_then_let_the_original_commit(aggregate_id: Any, kind: Any, **kw: Any) -> Any:
+            found = load(aggregate_id, kind, **kw)
+            if moment == "after-the-key-read" and aggregate_id == key_stream and found is None:
+                original_commits()
             return found
 
-        monkeypatch.setattr(retry._app, "_load", load_then_let_the_original_commit)
+        checks: list[int] = []
+
+        def check_then_let_the_original_commit(user: str, outpoint: Outpoint) -> int:
+            checks.append(1)
+            if moment == "before-the-key-read":
+                original_commits()
+            elif len(checks) == 1:  # the optimistic first attempt reads no key: make it collide
+                raise RecordConflictError("simulated collision")
+            return int(check(user, outpoint))
+
+        monkeypatch.setattr(app, "_load", load_then_let_the_original_commit)
+        monkeypatch.setattr(app, "_check_spendable", check_then_let_the_original_commit)
         if variant == "same-request":
             again = _create(retry, op)
             assert first, "the interleaving was not produced"

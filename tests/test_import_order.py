@@ -31,13 +31,6 @@ def test_the_pure_rules_import_alone() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=ImportCycle, reason=(
-    "import cycle: projections/projector.py:14 imports ledger.rules, which runs "
-    "ledger/__init__.py:26 (from ledger.facade import Ledger) -> adapters.eventlog -> "
-    "projections.queries -> projections.stores:13 `from projections.projector import Row` "
-    "while projector is half-initialised; adapters.persistence hits the same cycle via "
-    "ledger.errors. Fix: import the facade lazily in ledger/__init__.py (module __getattr__) "
-    "or move Row out of projector.py"))
 @pytest.mark.parametrize("module", ["projections.replay", "adapters.persistence"])
 def test_a_projection_or_adapter_module_imports_alone(module: str) -> None:
     done = _import_alone(module)

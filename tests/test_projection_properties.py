@@ -427,11 +427,6 @@ def test_projections_equal_a_rebuild_and_the_fold_after_random_histories(
 
 # --- found by the property ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ledger/application.py confirm_unspent loads the holding action afresh for every outpoint "
-    "(self._action(*lock.holder) inside the loop), so two quarantined inputs of one action give "
-    "two copies that both append InputsReleased at the same version: RecordConflictError on "
-    "every retry, then ConcurrencyConflict"))
 def test_confirm_unspent_releases_two_inputs_of_one_action_in_one_call(
         led: Ledger, world: World) -> None:
     """Guards against a UTXO check that can never release a lost double spend's inputs: a
@@ -447,11 +442,6 @@ def test_confirm_unspent_releases_two_inputs_of_one_action_in_one_call(
     assert led.verify_projections().ok
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "same cause as above: application.confirm_unspent loads the lock stream once per listed "
-    "outpoint, so a repeated outpoint yields two copies of one lock that conflict on save; "
-    "the typed answer is InvalidInput (as create_action gives for a repeated input) or one "
-    "release"))
 def test_confirm_unspent_with_a_repeated_outpoint_is_refused_or_released_once(
         led: Ledger, world: World) -> None:
     """Guards against a duplicate in a monitor's batch turning into ConcurrencyConflict ("safe
@@ -469,11 +459,6 @@ def test_confirm_unspent_with_a_repeated_outpoint_is_refused_or_released_once(
     assert led.balance("bob").spendable == 5_000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ledger/application.py _spender_effects releases the inputs when the spender becomes "
-    "invalid, but nothing takes them back when an operator's unfail sends it on (unfail -> "
-    "sent/seen/...): the inputs stay released while a live transaction spends them, against "
-    "SPEC §4 'a live spender is an action ... not aborted, whose transaction is not invalid'"))
 @pytest.mark.parametrize("verdict", ["invalid", "double_spend"])
 def test_inputs_of_an_unfailed_spender_that_is_broadcast_again_are_not_spendable(
         led: Ledger, world: World, verdict: str) -> None:
@@ -497,11 +482,6 @@ def test_inputs_of_an_unfailed_spender_that_is_broadcast_again_are_not_spendable
                                              locking_script=world.script(), basket=None)])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ledger/application.py abort_action decides 'never broadcast' by the state alone "
-    "(tx.state in NEVER_BROADCAST_STATES); sent -> sending -> queued is a legal operator path, "
-    "so a transaction a provider accepted (was_broadcast) is aborted, marked invalid and its "
-    "inputs released; SPEC §6 allows abort only if the transaction has never been broadcast"))
 def test_a_transaction_the_network_accepted_cannot_be_aborted_after_a_requeue(
         led: Ledger, world: World) -> None:
     """Guards against releasing the inputs of a transaction that may be mined any moment: the

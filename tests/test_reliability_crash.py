@@ -281,9 +281,6 @@ LAGGING_READ_BACK = (
     "after the app command committed)")
 
 
-@pytest.mark.xfail(strict=True, raises=(UnknownAction, UnknownTransaction),
-                   reason=LAGGING_READ_BACK + ": UnknownAction/UnknownTransaction is raised for "
-                   "a command that committed")
 def test_commands_in_catchup_mode_return_their_own_result(ledger_url: str) -> None:
     """A caller in catch-up mode must be told what its command did, not what the projection
     knew before it: an exception after a commit makes the caller retry a command that
@@ -306,9 +303,6 @@ class StaleView(Exception):
     """A command answered with a view older than its own effect."""
 
 
-@pytest.mark.xfail(strict=True, raises=StaleView, reason=LAGGING_READ_BACK + ": once the "
-                   "projection knows the transaction, record_broadcast returns its previous "
-                   "state (queued, not sent)")
 def test_a_catchup_mode_command_does_not_answer_with_a_stale_view(ledger_url: str) -> None:
     """A broadcaster loop in catch-up mode that sees ``queued`` after recording a success will
     broadcast again (and record a second attempt)."""

@@ -192,12 +192,6 @@ class NotUtc(Exception):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=NotUtc, reason=(
-    "eventsourcing.domain reads TZINFO_TOPIC from os.environ at import time "
-    "(domain.py:44, TZINFO used by create_timestamp); the ledger's events inherit it, so a host "
-    "with TZINFO_TOPIC set stores non-UTC event timestamps and tx_audit.created_at strings "
-    "with its offset (SPEC §5: UTC timestamps; text ordering of created_at breaks). Fix: give "
-    "the ledger's event base classes create_timestamp() -> datetime.now(UTC)"))
 def test_event_timestamps_are_utc_whatever_the_host_timezone_setting(ledger_url: str) -> None:
     """An operator's incident query ``ORDER BY created_at`` over ``tx_audit`` must not interleave
     rows written by processes in different configured zones."""
