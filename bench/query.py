@@ -341,20 +341,16 @@ def measure(led: Ledger, raw: Raw, kind: str, users: list[str], samples: int
     facade_ms: list[float] = []
     raw_ms: list[float] = []
     gc.collect()
-    gc.disable()
-    try:
-        for i in range(samples):
-            u = users[i % len(users)]
-            for which in ((0, 1) if i % 2 else (1, 0)):
-                t0 = time.perf_counter()
-                if which == 0:
-                    call(led, u)
-                    facade_ms.append(1000 * (time.perf_counter() - t0))
-                else:
-                    raw.run(sql[u])
-                    raw_ms.append(1000 * (time.perf_counter() - t0))
-    finally:
-        gc.enable()
+    for i in range(samples):  # the cyclic GC stays on: its pauses are part of what callers see
+        u = users[i % len(users)]
+        for which in ((0, 1) if i % 2 else (1, 0)):
+            t0 = time.perf_counter()
+            if which == 0:
+                call(led, u)
+                facade_ms.append(1000 * (time.perf_counter() - t0))
+            else:
+                raw.run(sql[u])
+                raw_ms.append(1000 * (time.perf_counter() - t0))
     stats = {"n": samples, "users": len(users)}
     for name, ms in (("facade", facade_ms), ("raw", raw_ms)):
         for q in (50, 95, 99):
@@ -421,6 +417,10 @@ def bench_backend(backend: str, size: dict[str, int], samples: int) -> dict[str,
             say(f"   answers checked against the bench's model: '{BIG}' and {min(20, len(rotation))}"
                 " small users (top-100 spendable list and total, balance, label filter total)")
             results: dict[str, Any] = {}
+            # The bench's own model of 1M outputs must not make the GC's full collections
+            # slower than they would be in a wallet process: move it out of the GC's sight.
+            gc.collect()
+            gc.freeze()
             say(f"   {'query':28s} {'n':>5s}  {'facade p50 / p95 / p99 ms':>27s}   "
                 f"{'raw SQL p50 / p95 / p99 ms':>27s}  p95 <= {TARGET_P95_MS:.0f} ms")
             for kind in QUERIES:
@@ -439,6 +439,7 @@ def bench_backend(backend: str, size: dict[str, int], samples: int) -> dict[str,
                 for line in lines:
                     say(f"     {line}")
         finally:
+            gc.unfreeze()
             raw.close()
             led.close()
     all_met = all(r["met"] for r in results.values())
