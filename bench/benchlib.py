@@ -286,22 +286,26 @@ def bulk_internalize(led: Any, block: Any, receipts: Sequence[Receipt], *,
     transaction - TransactionCreated, ProofRecorded, ProcessingChanged(sent -> unconfirmed or
     confirmed), ActionCreated, OutputsInternalized - made by the same aggregate methods, after the
     same checks (strict parse, BUMP parse, root equal to the active header's, state from the
-    tip); only the per-command read-backs and the one-save-per-receipt are skipped. The
-    ledger's mode decides whether the projections are written inline. Returns the txids.
+    tip - both read from the chain stream); only the per-command read-backs and the one save
+    per receipt are skipped. The ledger's mode decides whether the projections are written
+    inline. Returns the txids.
     """
     from ledger.action import ActionAggregate
     from ledger.application import _internalized_outputs
+    from ledger.chain import ChainAggregate
+    from ledger.identity import chain_id
     from ledger.rules import proof_state
     from ledger.status import ProcessingStatus
     from ledger.transaction import TransactionAggregate
 
     app = led._app
-    active = app.read_model.active_header(block.height)
-    tip = app.read_model.tip_height()
-    assert active is not None and tip is not None
+    # The chain as the event store has it (the projections may lag in catch-up mode).
+    chain = app._load(chain_id(), ChainAggregate)
+    active = chain.header_at(block.height) if chain else None
+    assert chain is not None and chain.tip is not None and active is not None
     assert (active["hash"], active["merkle_root"]) == (block.hash, block.merkle_root), \
         "the block is not on the ledger's active chain"
-    target = proof_state(block.height, tip)
+    target = proof_state(block.height, int(chain.tip["height"]))
     batch: list[Any] = []
     txids = []
     for r in receipts:
