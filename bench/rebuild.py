@@ -11,6 +11,11 @@ The log (1,000,000 events; ``--quick``: 100,000) is built from real ledger event
   (``apply_headers``), ProofRecorded + ProcessingChanged(sent->confirmed): 10 events per payment;
 - the ledger is in catch-up mode while the bulk is written (no inline projection), so the
   rebuild is the only projection work.
+Every input is reserved only after the payment that created it was saved and broadcast (``sent``,
+so its change is spendable), as ``create_action`` would require: a chain appears at most once per
+save (``PAYMENTS_PER_SAVE <= USERS * CHAINS_PER_USER``, checked while drafting). After the
+rebuild the bench checks the result: each user has exactly its chains' newest change outputs
+spendable, with the expected balance.
 The rebuild and the scan are timed in the same run, scan / rebuild / scan, on each backend.
 
     ./dev python bench/rebuild.py --quick [--backend sqlite|postgresql|both]
@@ -32,10 +37,11 @@ from ledger.action import ActionAggregate
 from ledger.reservation import ReservationAggregate
 from ledger.rules import broadcast_outcome
 from ledger.transaction import TransactionAggregate
+from projections import replay
 
 S = ProcessingStatus
 USERS = 20
-CHAINS_PER_USER = 10
+CHAINS_PER_USER = 25
 FUND_SATS = 10**12
 PAY_SATS = 1_000
 FEE_SATS = 200
@@ -43,7 +49,7 @@ EVENTS_PER_PAYMENT = 10
 PAYMENTS_PER_BLOCK = 1_000
 PAYMENTS_PER_SAVE = 250
 PROOFS_PER_SAVE = 500
-SCAN_PAGE = 1_000
+SCAN_PAGE = replay.READ_PAGE_EVENTS  # the rebuild reads the log in pages of this size too
 SIZES = {"quick": 100_000, "full": 1_000_000}
 
 
@@ -61,6 +67,7 @@ class LogBuilder:
         self.url = url
         self.seed = 0
         self.chains: list[tuple[str, Outpoint, int]] = []
+        self.unsaved: set[int] = set()  # chains drafted in the batch being built
         self.broadcast = [{"provider": "arc", "status": "success", "provider_status": None,
                            "competing_txids": [], "details": {}}]
         self.outcome = broadcast_outcome(["success"])
@@ -89,6 +96,7 @@ class LogBuilder:
             count = max(1, min(PAYMENTS_PER_BLOCK, left // EVENTS_PER_PAYMENT))
             txs = []
             for start in range(0, count, PAYMENTS_PER_SAVE):
+                self.unsaved.clear()
                 todo = [self._draft(i + k) for k in range(min(PAYMENTS_PER_SAVE, count - start))]
                 i += len(todo)
                 # the event order of the four API commands, each a save of the whole batch
@@ -119,12 +127,17 @@ class LogBuilder:
         events = led.head_position()
         led.close()
         return {"events": events, "payments": i, "funding_events": funded,
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "chains": list(self.chains)}
 
     def _draft(self, i: int) -> dict[str, Any]:
         """create_action of payment ``i`` on chain ``i % chains`` (a chain appears at most once
         per batch, so every input is a projected, spendable change output when reserved)."""
         c = i % len(self.chains)
+        # Its input is the change of the chain's previous payment: that payment must already be
+        # saved and sent, or the log would reserve an output that does not exist yet (the
+        # projector then never marks it spent; create_action would have refused it).
+        assert c not in self.unsaved, "a chain appears twice in one save"
+        self.unsaved.add(c)
         user, op, sats = self.chains[c]
         reference = f"pay-{i}"
         change = sats - PAY_SATS - FEE_SATS
@@ -141,6 +154,20 @@ class LogBuilder:
         self.chains[c] = (user, Outpoint(txid=txid, vout=1), change)
         return {"user": user, "reference": reference, "input": str(op), "raw": raw,
                 "txid": txid, "action": action, "lock": lock}
+
+
+def check_result(led: Ledger, chains: list[tuple[str, Outpoint, int]]) -> None:
+    """The rebuilt projection says what the log says: per user, the newest change output of each
+    chain is spendable (every older one was spent by the next payment), and nothing else."""
+    expected: dict[str, dict[str, int]] = {}
+    for user, op, sats in chains:
+        expected.setdefault(user, {})[f"{op.txid}:{op.vout}"] = sats
+    for user, outs in expected.items():
+        page = led.list_outputs(user, spendable=True, limit=CHAINS_PER_USER + 1)
+        got = {f"{o.txid}:{o.vout}": o.satoshis for o in page.items}
+        assert page.total == len(outs) and got == outs, (user, page.total, len(outs))
+        balance = led.balance(user)
+        assert balance.spendable == sum(outs.values()) and balance.reserved == 0, (user, balance)
 
 
 def scan(led: Ledger, page: int = SCAN_PAGE) -> tuple[int, float]:
@@ -180,8 +207,7 @@ def bench_backend(backend: str, target: int) -> dict[str, Any]:
             n2, s2 = scan(led)
             scans.append(s2)
             assert n1 == n2 == built["events"] == report.events, (n1, n2, built, report)
-            probe = led.list_outputs("user000", spendable=True)
-            assert probe.total == CHAINS_PER_USER, probe  # the newest change of each chain
+            check_result(led, built["chains"])
         finally:
             led.close()
     scan_s = sum(scans) / len(scans)

@@ -1,0 +1,76 @@
+"""Smoke test of the benchmarks' core functions at toy sizes on SQLite (no timing asserted).
+
+Benchmarks are never timed tests; this only keeps them runnable, and checks the one shortcut
+their setup takes: ``benchlib.bulk_internalize`` must append exactly the events, and leave
+exactly the rows, that ``Ledger.internalize_action`` does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters import chainkit
+from adapters.world import World
+from ledger import InternalizeOutput, Ledger
+
+# the benchmarks run as scripts from bench/ and import ``benchlib`` as a top-level module
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+
+def _topics(led: Ledger, after: int) -> list[str]:
+    return [type(e).TOPIC for _, e in led._log.read(after=after, limit=100)]
+
+
+def _rows(led: Ledger, user: str, txid: str) -> Any:
+    tx = led.get_transaction(txid).model_dump(exclude={"position"})
+    outs = [o.model_dump() for o in led.list_outputs(user, basket=None, spendable=None).items]
+    action = led.get_action(user, txid).model_dump()
+    return tx, outs, action
+
+
+@pytest.mark.parametrize("tip_block", [True, False])
+def test_bulk_internalize_matches_the_api(tmp_path: Path, tip_block: bool) -> None:
+    import benchlib
+
+    results = []
+    for name in ("api", "bulk"):
+        with Ledger.open(f"sqlite:///{tmp_path / name}.db") as led:
+            world = World(led, salt="same")
+            world.mine_empty(2)
+            raw = world.external_payment([1_000, 2_000])
+            txid = chainkit.txid_of(raw)
+            block = world.mine([txid])
+            if not tip_block:
+                world.mine_empty(1)
+            outputs = [InternalizeOutput(vout=0, tags=["t"]), InternalizeOutput(vout=1,
+                                                                                basket="savings")]
+            head = led.head_position()
+            if name == "api":
+                led.internalize_action("alice", beef=chainkit.make_beef("V1", raw,
+                                                                        bump=block.bumps[txid]),
+                                       outputs=outputs, description="receipt", labels=["l"])
+            else:
+                benchlib.bulk_internalize(led, block, [benchlib.Receipt(
+                    user="alice", raw=raw, outputs=outputs, labels=["l"])])
+            results.append((_topics(led, head), _rows(led, "alice", txid)))
+            assert led.verify_projections().ok
+    assert results[0] == results[1]
+
+
+def test_benchmarks_run_at_toy_sizes() -> None:
+    import blocks
+    import query
+    import rebuild
+    import reorg
+    import write
+
+    assert blocks.bench_backend("sqlite", 1, 20)["events_per_s"] > 0
+    assert reorg.bench_backend("sqlite", 30)["reorg_events"] == 2 * 30 + 7
+    assert rebuild.bench_backend("sqlite", 1_500)["events"] >= 1_500
+    size = {"outputs": 800, "users": 4, "big": 400, "samples": 4}
+    assert query.bench_backend("sqlite", size, 4)["outputs"] == 800
+    assert write.bench_backend("sqlite", 4, 1)["payments"] == 4
