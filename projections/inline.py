@@ -8,6 +8,7 @@ impossible. In catch-up mode the hook does nothing and a catch-up process projec
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from projections.projector import project, read_plan, tip_height
@@ -45,12 +46,31 @@ def check_chain_invariants(store: SqlRowStore, events: Sequence[Any]) -> None:
         raise StaleDecision(f"unconfirmed transactions were left below the tip {tip}")
 
 
+MAX_KEPT_ROWS = 50_000
+"""Rows the inline projection keeps between saves (beyond that it starts afresh)."""
+
+
+@dataclass
+class _Kept:
+    """The row store of the last committed batch, valid while the projection's position is still
+    the one that batch wrote (nobody else has written since)."""
+
+    store: SqlRowStore
+    prefix: str
+    position: int
+
+
 class InlineProjection:
     """The recorder hook: ``hook(cursor, ids, domain_events, stored_events)``.
 
-    It reads the projection pointer (live table set and mode) in the same burst as the rows the
-    batch needs, betting on the set it saw last; a rebuild that swapped sets since (rare) costs
-    one more read. The pointer cannot change under it: swaps hold the writers' lock.
+    It reads the projection pointer (live table set and mode) and position in the same burst as
+    the rows the batch needs, betting on the set it saw last; a rebuild that swapped sets since
+    (rare) costs one more read. The pointer cannot change under it: swaps hold the writers' lock.
+
+    Rows of its last committed batch are kept (:class:`_Kept`) and reused, without reading them
+    again, when the stored position proves that no other writer -- another process, a rebuild, a
+    catch-up run -- has written since and that the batch did commit: the recorder reports each
+    commit (:meth:`committed`), and a position is never written twice.
     """
 
     def __init__(self, dialect: Dialect, decode: Decode, *, pg_schema: str | None = None) -> None:
@@ -58,28 +78,66 @@ class InlineProjection:
                             for p in SET_PREFIXES}
         self._decode = decode
         self._pointer = pointer_query(pg_schema if dialect == "postgresql" else None)
+        self._pointer_and_position = {
+            p: self._pointer.replace(
+                'SELECT "active", "mode"',
+                f'SELECT "active", "mode", (SELECT "value" FROM {st.table("meta")} '
+                "WHERE \"name\" = 'position') AS \"position\"")
+            for p, st in self._statements.items()}
         self._guess = (SET_PREFIXES[0], "inline")
+        self._kept: _Kept | None = None
+        self._pending: _Kept | None = None
+
+    def committed(self) -> None:
+        """The recorder committed the batch this hook projected last: keep its rows."""
+        self._kept, self._pending = self._pending, None
+
+    def rolled_back(self) -> None:
+        self._kept = self._pending = None
+
+    def _store(self, cursor: Any, prefix: str) -> SqlRowStore:
+        kept = self._kept
+        if kept is not None and kept.prefix == prefix:
+            kept.store.rebind(cursor)
+            return kept.store
+        return SqlRowStore(cursor, self._statements[prefix])
 
     def __call__(self, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
                  stored: Sequence[Any]) -> None:
+        self._pending = None
         if self._guess[1] != "inline":  # last seen in catch-up mode: look before reading rows
             cursor.execute(self._pointer)
             self._guess = parse_pointer(cursor.fetchall())
             if self._guess[1] != "inline":
+                self._kept = None
                 return
         if events is None or len(events) != len(ids):
             events = [self._decode(s) for s in stored]
         plan = read_plan(events)
-        store = SqlRowStore(cursor, self._statements[self._guess[0]])
-        pointer = store.prefetch(plan, also=[(self._pointer, ())])[0]
+        guess = self._guess[0]
+        store = self._store(cursor, guess)
+        (pointer,) = store.prefetch(plan, also=[(self._pointer_and_position[guess], ())])
         prefix, mode = parse_pointer(pointer)
-        if (prefix, mode) != self._guess:
-            self._guess = (prefix, mode)
-            if mode != "inline":
-                return
+        self._guess = (prefix, mode)
+        if mode != "inline":
+            self._kept = None
+            return
+        kept = self._kept
+        if prefix != guess or (kept is not None and store is kept.store
+                               and _value(pointer) != kept.position):
+            self._kept = None  # another writer moved the projection: read everything afresh
             store = SqlRowStore(cursor, self._statements[prefix])
             store.prefetch(plan)
-        for position, event in zip(ids, events, strict=True):
-            project(store, position, event)
+        for position_, event in zip(ids, events, strict=True):
+            project(store, position_, event)
         check_chain_invariants(store, events)
         store.flush()
+        if store.cached_rows <= MAX_KEPT_ROWS:
+            self._pending = _Kept(store, prefix, ids[-1])
+
+
+def _value(rows: list[Any]) -> int | None:
+    """The position read with the pointer."""
+    row = rows[0]
+    value = row["position"] if isinstance(row, dict) else row[2]
+    return None if value is None else int(value)

@@ -22,6 +22,7 @@ from ledger.rules import (
     preserved_on_entry,
 )
 from ledger.status import PRESERVING_STATES, ProcessingStatus, action_status
+from projections.schema import balance_columns
 
 Row = dict[str, Any]
 S = ProcessingStatus
@@ -89,10 +90,12 @@ def _refresh(store: RowStore, row: Row, position: int, tip: int | None) -> None:
     category = classify(output_facts(row), tip)
     before = row["category"]
     if before != category.value:
-        where = (row["user"], row["basket"])
+        satoshis, outputs = balance_columns(category.value)
+        deltas = {satoshis: row["satoshis"], outputs: 1}
         if before:
-            store.add("balances", (*where, before), {"satoshis": -row["satoshis"], "output_count": -1})
-        store.add("balances", (*where, category.value), {"satoshis": row["satoshis"], "output_count": 1})
+            satoshis, outputs = balance_columns(before)
+            deltas.update({satoshis: -row["satoshis"], outputs: -1})
+        store.add("balances", (row["user"], row["basket"]), deltas)
     row["category"] = category.value
     row["spendable"] = category is OutputCategory.SPENDABLE
     row["position"] = position

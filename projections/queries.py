@@ -21,7 +21,7 @@ from ledger.views import (
     Page,
     TransactionView,
 )
-from projections.schema import build_schema
+from projections.schema import balance_columns, build_schema
 from projections.stores import decode_row
 
 VIEWS = build_schema("")
@@ -117,10 +117,11 @@ def _counted(conn: Connection, user: str, basket: str | None, spendable: bool | 
         wanted = [OutputCategory.SPENDABLE.value]
     else:
         wanted = [c for c in _LISTED if spendable is None or c != OutputCategory.SPENDABLE.value]
-    cond = [_BAL.c.user == user, _BAL.c.category.in_(wanted)]
+    cond = [_BAL.c.user == user]
     if basket is not None:
         cond.append(_BAL.c.basket == basket)
-    return int(conn.execute(select(func.sum(_BAL.c.output_count)).where(and_(*cond))).scalar() or 0)
+    count = sum((_BAL.c[balance_columns(c)[1]] for c in wanted[1:]), _BAL.c[balance_columns(wanted[0])[1]])
+    return int(conn.execute(select(func.sum(count)).where(and_(*cond))).scalar() or 0)
 
 
 def _action_view(r: dict[str, Any]) -> ActionView:
@@ -162,12 +163,12 @@ def balance(conn: Connection, user: str, *, basket: str | None) -> Balance:
     cond = [_BAL.c.user == user]
     if basket is not None:
         cond.append(_BAL.c.basket == basket)
-    query = (select(_BAL.c.category, func.sum(_BAL.c.satoshis))
-             .where(and_(*cond)).group_by(_BAL.c.category))
-    sums = {str(cat): int(total or 0) for cat, total in conn.execute(query)}
-    return Balance(**{c.value: sums.get(c.value, 0) for c in (
-        OutputCategory.SPENDABLE, OutputCategory.RESERVED, OutputCategory.PENDING,
-        OutputCategory.IMMATURE, OutputCategory.QUARANTINED)})
+    buckets = [OutputCategory.SPENDABLE, OutputCategory.RESERVED, OutputCategory.PENDING,
+               OutputCategory.IMMATURE, OutputCategory.QUARANTINED]
+    query = select(*(func.sum(_BAL.c[balance_columns(c.value)[0]]) for c in buckets)
+                   ).where(and_(*cond))
+    sums = conn.execute(query).one()
+    return Balance(**{c.value: int(v or 0) for c, v in zip(buckets, sums, strict=True)})
 
 
 def _audit_entry(r: dict[str, Any]) -> AuditEntry:

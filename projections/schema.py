@@ -24,6 +24,8 @@ from sqlalchemy import (
     text,
 )
 
+from ledger.rules import OutputCategory
+
 SET_PREFIXES: tuple[str, str] = ("a_", "b_")
 """Two table sets: one live, one for the next rebuild. Readers use views named without prefix."""
 POINTER_TABLE = "ledger_projection_pointer"
@@ -99,16 +101,24 @@ def _outputs(md: MetaData, p: str) -> Table:
     )
 
 
+def balance_columns(category: str) -> tuple[str, str]:
+    """The ``balances`` columns holding one output category's satoshis and output count."""
+    return f"{category}_satoshis", f"{category}_outputs"
+
+
+BALANCE_COUNTERS: tuple[str, ...] = tuple(
+    column for category in OutputCategory for column in balance_columns(category.value))
+
+
 def _balances(md: MetaData, p: str) -> Table:
-    """Satoshis and output counts per (user, basket, category): balances and page totals
-    without scanning a user's outputs."""
+    """Satoshis and output counts of each output category, per (user, basket): balances and page
+    totals without scanning a user's outputs. One row per basket, so an output moving between
+    categories is one row write."""
     return Table(
         f"{p}balances", md,
         Column("user", Text, primary_key=True),
         Column("basket", Text, primary_key=True),
-        Column("category", String(12), primary_key=True),
-        Column("satoshis", BigInteger, nullable=False),
-        Column("output_count", BigInteger, nullable=False),
+        *(Column(name, BigInteger, nullable=False) for name in BALANCE_COUNTERS),
         **CLUSTERED,
     )
 
@@ -195,10 +205,14 @@ _BUILDERS = {
 TABLE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 PRIMARY_KEYS: Mapping[str, tuple[str, ...]] = {
     "transactions": ("txid",), "outputs": ("user", "txid", "vout"),
-    "balances": ("user", "basket", "category"),
+    "balances": ("user", "basket"),
     "actions": ("user", "reference"), "action_labels": ("user", "label", "reference"),
     "tx_audit": ("audit_id",), "headers": ("hash",), "meta": ("name",),
 }
+
+
+COUNTERS: Mapping[str, tuple[str, ...]] = {"balances": BALANCE_COUNTERS}
+"""Summary tables whose non-key columns are counters, changed only by adding to them."""
 
 
 @dataclass(frozen=True)

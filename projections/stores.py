@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from projections.projector import ReadPlan, Row
-from projections.schema import JSON_COLUMNS, PRIMARY_KEYS, Schema, columns
+from projections.schema import COUNTERS, JSON_COLUMNS, PRIMARY_KEYS, Schema, columns
 
 Dialect = Literal["sqlite", "postgresql"]
 Key = tuple[Any, ...]
@@ -66,7 +66,7 @@ class MemoryRowStore:
         row = rows.get(key)
         if row is None:
             row = rows[key] = {**dict(zip(PRIMARY_KEYS[table], key, strict=True)),
-                               **dict.fromkeys(deltas, 0)}
+                               **dict.fromkeys(COUNTERS[table], 0)}
         for column, delta in deltas.items():
             row[column] += delta
 
@@ -220,13 +220,13 @@ class SqlStatements:
         return f"UPDATE {self.table(name)} SET {sets} WHERE {cond}"
 
     @functools.cache  # noqa: B019
-    def add(self, name: str, counters: tuple[str, ...]) -> str:
-        """Insert a summary row, or add to its counters if it exists."""
+    def add(self, name: str, changed: tuple[str, ...]) -> str:
+        """Insert a summary row (every counter given), or add to the ``changed`` counters."""
         pk = PRIMARY_KEYS[name]
-        cols = (*pk, *counters)
+        cols = (*pk, *COUNTERS[name])
         marks = ", ".join(self.ph for _ in cols)
         sets = ", ".join(f"{_q(c)} = {self.table(name)}.{_q(c)} + excluded.{_q(c)}"
-                         for c in counters)
+                         for c in changed)
         return (f"INSERT INTO {self.table(name)} ({', '.join(_q(c) for c in cols)}) "
                 f"VALUES ({marks}) ON CONFLICT ({', '.join(_q(c) for c in pk)}) DO UPDATE SET {sets}")
 
@@ -246,7 +246,7 @@ class SqlRowStore:
 
     def __init__(self, cursor: Any, sql: SqlStatements) -> None:
         self._cur = cursor
-        self._sql = sql
+        self.sql = self._sql = sql
         self._cache: dict[str, dict[Key, Row | None]] = defaultdict(dict)
         self._stored: dict[str, dict[Key, dict[str, Any]]] = defaultdict(dict)
         """A shallow copy of each row read or written, as the database now holds it (the
@@ -259,6 +259,16 @@ class SqlRowStore:
         """Keys looked up and found missing before this batch put them: inserted, not upserted."""
         self._by_txid: dict[str, dict[str, set[Key]]] = {t: defaultdict(set) for t in _BY_TXID}
         self._loaded_txids: dict[str, set[str]] = {t: set() for t in _BY_TXID}
+
+    def rebind(self, cursor: Any) -> None:
+        """Serve the next transaction: this store's rows are still what the database holds
+        (the caller has checked that nobody wrote since it last flushed and committed)."""
+        assert not self._dirty and not self._appended and not self._added
+        self._cur = cursor
+
+    @property
+    def cached_rows(self) -> int:
+        return sum(len(rows) for rows in self._cache.values())
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -370,9 +380,13 @@ class SqlRowStore:
         ph = self._sql.ph
         statement = (f"SELECT {cols} FROM {t} WHERE {_q('matures_at_height')} > {ph} "
                      f"AND {_q('matures_at_height')} <= {ph}")
-        self._fetch("outputs", statement, (lo_exclusive, hi_inclusive))
-        return [r for r in self._cache["outputs"].values()
-                if r is not None and r["is_coinbase"] and r["matures_at_height"] is not None
+        found = self._fetch("outputs", statement, (lo_exclusive, hi_inclusive))
+        cache = self._cache["outputs"]
+        # Rows this batch changed may not be stored yet; every other cached row is as stored.
+        rows = {row_key("outputs", r): r for r in found}
+        rows.update((k, r) for k in self._dirty["outputs"] if (r := cache[k]) is not None)
+        return [r for _, r in sorted(rows.items())
+                if r["is_coinbase"] and r["matures_at_height"] is not None
                 and lo_exclusive < r["matures_at_height"] <= hi_inclusive]
 
     def transactions_where(self, column: str, value: Any, *, below: tuple[str, int] | None = None
@@ -387,7 +401,7 @@ class SqlRowStore:
             params.append(below[1])
         self._cur.execute(statement, tuple(params))
         txids = {(_values(r, ("txid",))[0],) for r in self._cur.fetchall()}
-        txids |= {k for k, r in self._cache["transactions"].items() if r is not None}
+        txids |= self._dirty["transactions"]  # changed in this batch, maybe not stored yet
         rows = [self.get("transactions", k) for k in sorted(txids)]
         return [r for r in rows if r is not None and r[column] == value
                 and (below is None or (r[below[0]] is not None and r[below[0]] < below[1]))]
@@ -408,9 +422,9 @@ class SqlRowStore:
         self._appended[table].append(row)
 
     def add(self, table: str, key: Key, deltas: dict[str, int]) -> None:
-        pending = self._added[table].setdefault(key, dict.fromkeys(deltas, 0))
+        pending = self._added[table].setdefault(key, {})
         for column, delta in deltas.items():
-            pending[column] += delta
+            pending[column] = pending.get(column, 0) + delta
 
     def _writes(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
         """(statement, parameter rows) for everything this batch changed."""
@@ -420,7 +434,7 @@ class SqlRowStore:
             fresh: list[tuple[Any, ...]] = []
             blind: list[tuple[Any, ...]] = []
             updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
-            for key in sorted(keys, key=repr):
+            for key in keys:
                 row = self._cache[table][key]
                 assert row is not None
                 stored = self._stored[table].get(key)
@@ -446,10 +460,10 @@ class SqlRowStore:
         for table, added in self._added.items():
             # A net-zero change still writes: a rebuild creates the row when first touched too.
             grouped: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
-            for key, deltas in sorted(added.items(), key=lambda kv: repr(kv[0])):
-                counters = tuple(sorted(deltas))
-                grouped[counters].append((*key, *(deltas[c] for c in counters)))
-            out += [(self._sql.add(table, counters), params) for counters, params in grouped.items()]
+            for key, deltas in added.items():
+                grouped[tuple(sorted(deltas))].append(
+                    (*key, *(deltas.get(c, 0) for c in COUNTERS[table])))
+            out += [(self._sql.add(table, changed), params) for changed, params in grouped.items()]
         return out
 
     def flush(self) -> int:

@@ -61,7 +61,7 @@ def parse_pointer(rows: list[Any]) -> tuple[str, str]:
     """(live prefix, mode) from the result of :func:`pointer_query`."""
     assert rows, "projection pointer missing: open the ledger to set it up"
     row = rows[0]
-    active, mode = (row["active"], row["mode"]) if isinstance(row, dict) else tuple(row)
+    active, mode = (row["active"], row["mode"]) if isinstance(row, dict) else tuple(row)[:2]
     assert active in SET_PREFIXES and mode in MODES, (active, mode)
     return str(active), str(mode)
 
