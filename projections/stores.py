@@ -93,15 +93,16 @@ class MemoryRowStore:
 
 # --- SQL encoding ---------------------------------------------------------------------------
 
+_to_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
 def _encode(column: str, value: Any) -> Any:
-    if column in JSON_COLUMNS:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return value
+    return _to_json(value) if column in JSON_COLUMNS else value
 
 
 def encode_row(row: Row, cols: Sequence[str]) -> tuple[Any, ...]:
     """Python row -> DB parameters (JSON columns as text)."""
-    return tuple(_encode(c, row[c]) for c in cols)
+    return tuple([_to_json(row[c]) if c in JSON_COLUMNS else row[c] for c in cols])
 
 
 def decode_row(values: Sequence[Any], cols: Sequence[str]) -> Row:
