@@ -23,6 +23,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment
 
+from ledger import gc_pause
 from ledger.action import ActionAggregate
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS, ChainAggregate
 from ledger.errors import (
@@ -707,6 +708,10 @@ class LedgerApplication(Application[UUID]):
         return self.retrying(command)
 
     def apply_headers(self, headers: list[dict[str, Any]]) -> ChainChange:
+        with gc_pause.paused():  # a block may touch thousands of transactions
+            return self._apply_headers(headers)
+
+    def _apply_headers(self, headers: list[dict[str, Any]]) -> ChainChange:
         def command(attempt: int) -> ChainChange:
             chain = self._load(chain_id(), ChainAggregate) or ChainAggregate.start()
             plan = chain.plan(headers, max_reorg_depth_blocks=self.settings.max_reorg_depth_blocks)

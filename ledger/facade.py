@@ -22,6 +22,7 @@ from adapters.persistence import (
     parse_url,
     setup_lock,
 )
+from ledger import gc_pause
 from ledger.application import (
     MAX_BROADCASTERS,
     Broadcaster,
@@ -474,13 +475,15 @@ class Ledger(LedgerView):
     @_storage_errors
     def rebuild_projections(self, progress: replay.Progress | None = None) -> RebuildReport:
         """Rebuild every projection from zero beside the live tables, then swap them in."""
-        events, seconds, position = replay.rebuild(self._db, self._log, progress)
+        with gc_pause.paused():
+            events, seconds, position = replay.rebuild(self._db, self._log, progress)
         return RebuildReport(events=events, seconds=seconds, position=position)
 
     @_storage_errors
     def verify_projections(self) -> DriftReport:
         """Rebuild into memory and diff against the live tables, row by row."""
-        differences, position = replay.verify(self._db, self._log)
+        with gc_pause.paused():
+            differences, position = replay.verify(self._db, self._log)
         return DriftReport(ok=not differences, differences=differences, position=position)
 
     @_storage_errors

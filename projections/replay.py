@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import StaticPool
 
+from ledger import gc_pause
 from projections.db import Database
 from projections.projector import meta_value, project, read_plan
 from projections.schema import PRIMARY_KEYS, SET_PREFIXES, TABLE_NAMES, build_schema, columns
@@ -75,6 +76,12 @@ def iterate(log: EventLog, *, after: int = 0, upto: int | None = None) -> Iterat
 def fold(log: EventLog, *, upto: int | None = None, until: datetime | None = None,
          progress: Progress | None = None) -> tuple[MemoryRowStore, int, int]:
     """Project the log (up to a position or a time) into memory: (store, events, last position)."""
+    with gc_pause.paused():
+        return _fold(log, upto=upto, until=until, progress=progress)
+
+
+def _fold(log: EventLog, *, upto: int | None, until: datetime | None,
+          progress: Progress | None) -> tuple[MemoryRowStore, int, int]:
     store = MemoryRowStore()
     total = log.head() if progress else 0
     count = last = 0
@@ -117,6 +124,11 @@ def catch_up(db: Database, log: EventLog, *, page_events: int = CATCHUP_PAGE_EVE
 
 
 def _apply_page(cur: Any, statements: SqlStatements, log: EventLog, page_events: int) -> int:
+    with gc_pause.paused():
+        return _project_page(cur, statements, log, page_events)
+
+
+def _project_page(cur: Any, statements: SqlStatements, log: EventLog, page_events: int) -> int:
     store = SqlRowStore(cur, statements)
     position = meta_value(store, "position") or 0
     items = log.read(after=position, limit=page_events)

@@ -127,17 +127,31 @@ class LazyRow(dict[str, Any]):
     thousands of rows and looks at few of their JSON columns). A decoded value is recorded in
     the row's snapshot of its stored state too, so it does not count as a change."""
 
-    __slots__ = ("raw_json", "snapshot")
+    __slots__ = ("assigned", "raw_json", "snapshot")
 
     def __init__(self, values: dict[str, Any], raw_json: dict[str, str]) -> None:
         super().__init__(values)
         self.raw_json = raw_json
         self.snapshot: dict[str, Any] = dict(values)
+        self.assigned: set[str] = set()
+        """Columns the projector assigned since the row was stored: the only ones that can
+        differ from the snapshot."""
+
+    def __setitem__(self, column: str, value: Any) -> None:
+        self.assigned.add(column)
+        dict.__setitem__(self, column, value)
 
     def __missing__(self, column: str) -> Any:
         value = json.loads(self.raw_json.pop(column))  # KeyError: no such column
-        self[column] = self.snapshot[column] = value
+        dict.__setitem__(self, column, value)
+        self.snapshot[column] = value
         return value
+
+    def stored(self) -> None:
+        """The row as it is now has been written."""
+        for column in self.assigned:
+            self.snapshot[column] = dict.__getitem__(self, column)
+        self.assigned.clear()
 
 
 def decode_lazy(values: Sequence[Any], cols: Sequence[str]) -> LazyRow:
@@ -440,9 +454,15 @@ class SqlRowStore:
                 assert row is not None
                 stored = self._stored[table].get(key)
                 if stored is not None:
-                    changed = tuple(c for c in read if c in row
-                                    and (c not in stored or (row[c] is not stored[c]
-                                                             and row[c] != stored[c])))
+                    if isinstance(row, LazyRow) and row.snapshot is stored:
+                        candidates = row.assigned  # nothing else was touched
+                        changed = tuple(c for c in read if c in candidates
+                                        and (c not in stored or (row[c] is not stored[c]
+                                                                 and row[c] != stored[c])))
+                    else:
+                        changed = tuple(c for c in read if c in row
+                                        and (c not in stored or (row[c] is not stored[c]
+                                                                 and row[c] != stored[c])))
                     if changed:
                         updates[changed].append((*(_encode(c, row[c]) for c in changed), *key))
                 elif key in self._absent[table]:
@@ -476,12 +496,15 @@ class SqlRowStore:
                 self._cur.executemany(statement, params)
                 written += len(params)
         for table, keys in self._dirty.items():
+            cache, stored = self._cache[table], self._stored[table]
             for key in keys:
-                row = self._cache[table][key]
+                row = cache[key]
                 assert row is not None
-                snapshot = self._stored[table][key] = dict(row)
-                if isinstance(row, LazyRow):
-                    row.snapshot = snapshot
+                if isinstance(row, LazyRow) and row.snapshot is stored.get(key):
+                    row.stored()
+                else:  # a new or replaced row: keep it as a LazyRow from now on
+                    kept = cache[key] = LazyRow(row, {})
+                    stored[key] = kept.snapshot
         self._dirty.clear()
         self._appended.clear()
         self._added.clear()
