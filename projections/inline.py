@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.projector import project, read_plan, tip_height
+from projections.projector import project_batch, read_plan, tip_height
 from projections.schema import SET_PREFIXES, build_schema
 from projections.stores import Dialect, SqlRowStore, SqlStatements
 from projections.tables import parse_pointer, pointer_query
@@ -128,8 +128,7 @@ class InlineProjection:
             self._kept = None  # another writer moved the projection: read everything afresh
             store = SqlRowStore(cursor, self._statements[prefix])
             store.prefetch(plan)
-        for position_, event in zip(ids, events, strict=True):
-            project(store, position_, event)
+        project_batch(store, zip(ids, events, strict=True))
         check_chain_invariants(store, events)
         store.flush()
         if store.cached_rows <= MAX_KEPT_ROWS:

@@ -451,14 +451,35 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def project(store: RowStore, position: int, event: Any) -> None:
-    """Apply one event at its log position. Unknown topics are an error, never skipped."""
+def apply_event(store: RowStore, position: int, event: Any) -> None:
+    """Apply one event at its log position, without recording the position (a batch records
+    its last one, see :func:`project_batch`). Unknown topics are an error, never skipped."""
     topic = type(event).TOPIC
     handler = HANDLERS.get(topic)
     if handler is None:
         raise KeyError(f"no projection for event topic {topic!r}")
     handler(store, position, event)
+
+
+def record_position(store: RowStore, position: int) -> None:
+    """The tracked position: every event up to it is projected."""
     _set_meta(store, "position", position)
+
+
+def project_batch(store: RowStore, items: Iterable[tuple[int, Any]]) -> int:
+    """Apply events in log order and record the last position; returns how many."""
+    count, last = 0, None
+    for position, event in items:
+        apply_event(store, position, event)
+        count, last = count + 1, position
+    if last is not None:
+        record_position(store, last)
+    return count
+
+
+def project(store: RowStore, position: int, event: Any) -> None:
+    """Apply one event and record its position."""
+    project_batch(store, [(position, event)])
 
 
 @dataclass
@@ -526,10 +547,3 @@ def read_plan(events: Sequence[Any]) -> ReadPlan:
     return plan
 
 
-def project_all(store: RowStore, items: Iterable[tuple[int, Any]]) -> int:
-    """Apply events in log order; returns how many."""
-    count = 0
-    for position, event in items:
-        project(store, position, event)
-        count += 1
-    return count

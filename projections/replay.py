@@ -17,7 +17,13 @@ from sqlalchemy.pool import StaticPool
 
 from ledger import gc_pause
 from projections.db import Database
-from projections.projector import meta_value, project, read_plan
+from projections.projector import (
+    apply_event,
+    meta_value,
+    project_batch,
+    read_plan,
+    record_position,
+)
 from projections.schema import PRIMARY_KEYS, SET_PREFIXES, TABLE_NAMES, build_schema, columns
 from projections.stores import (
     MemoryRowStore,
@@ -29,6 +35,7 @@ from projections.stores import (
     row_key,
 )
 from projections.tables import (
+    ddl_create_indexes,
     ddl_create_set,
     ddl_drop_set,
     ddl_views,
@@ -39,7 +46,7 @@ from projections.tables import (
 
 READ_PAGE_EVENTS = 2_000
 CATCHUP_PAGE_EVENTS = 1_000
-LOAD_PAGE_ROWS = 20_000
+LOAD_PAGE_ROWS = 200_000
 MAX_DIFFERENCES = 1_000
 _PG_CATCHUP_LOCK = 727_274_002
 
@@ -88,10 +95,12 @@ def _fold(log: EventLog, *, upto: int | None, until: datetime | None,
     for pos, event in iterate(log, upto=upto):
         if until is not None and event.timestamp > until:
             break
-        project(store, pos, event)
+        apply_event(store, pos, event)
         count, last = count + 1, pos
         if progress and count % 10_000 == 0:
             progress(count, total)
+    if count:
+        record_position(store, last)
     if progress:
         progress(count, max(total, count))
     return store, count, last
@@ -133,8 +142,7 @@ def _project_page(cur: Any, statements: SqlStatements, log: EventLog, page_event
     position = meta_value(store, "position") or 0
     items = log.read(after=position, limit=page_events)
     store.prefetch(read_plan([e for _, e in items]))
-    for pos, event in items:
-        project(store, pos, event)
+    project_batch(store, items)
     store.flush()
     return len(items)
 
@@ -166,15 +174,22 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None
 
 
 def _load_set(db: Database, prefix: str, store: MemoryRowStore) -> None:
+    """Fill the idle set: bare tables, rows in key order (appends to each b-tree), then the
+    secondary indexes built once over the loaded rows."""
     statements = SqlStatements(build_schema(prefix), db.dialect)
     with db.transaction(write=True) as cur:
-        for statement in [*ddl_drop_set(prefix, db.dialect), *ddl_create_set(prefix, db.dialect)]:
+        for statement in [*ddl_drop_set(prefix, db.dialect),
+                          *ddl_create_set(prefix, db.dialect, indexes=False)]:
             cur.execute(statement)
     for table in TABLE_NAMES:
-        rows = store.all_rows(table)
+        key = PRIMARY_KEYS[table]
+        rows = sorted(store.all_rows(table), key=lambda row: tuple(row[c] for c in key))
         for start in range(0, len(rows), LOAD_PAGE_ROWS):
             with db.transaction(write=True) as cur:
                 bulk_insert(cur, statements, table, rows[start:start + LOAD_PAGE_ROWS])
+    with db.transaction(write=True) as cur:
+        for statement in ddl_create_indexes(prefix, db.dialect):
+            cur.execute(statement)
 
 
 def _normalized(table: str, rows: list[dict[str, Any]], cols: tuple[str, ...]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import operator
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from projections.projector import ReadPlan, Row
@@ -25,14 +26,26 @@ PREFETCH_CHUNK_KEYS = 300
 """Keys per ``IN (...)`` list: under SQLite's 999-parameter limit for three-column keys."""
 BOOL_COLUMNS = frozenset({"was_broadcast", "is_coinbase", "change", "preserved", "quarantined",
                           "spendable", "is_outgoing", "aborted", "active"})
-_APPEND_ONLY = frozenset({"tx_audit", "action_labels"})
+APPEND_ONLY = frozenset({"tx_audit", "action_labels"})
+"""Tables the projector only appends to (kept in append order)."""
 _BY_TXID = ("outputs", "actions")
 UNREAD_COLUMNS: dict[str, frozenset[str]] = {"transactions": frozenset({"raw_tx"})}
 """Columns the projector writes when a row is created and never reads or changes again."""
 
 
+def _key_getter(cols: tuple[str, ...]) -> Callable[[Row], Key]:
+    if len(cols) == 1:
+        only = cols[0]
+        return lambda row: (row[only],)
+    getter = operator.itemgetter(*cols)
+    return lambda row: tuple(getter(row))
+
+
+_KEY_OF: dict[str, Callable[[Row], Key]] = {t: _key_getter(c) for t, c in PRIMARY_KEYS.items()}
+
+
 def row_key(table: str, row: Row) -> Key:
-    return tuple(row[c] for c in PRIMARY_KEYS[table])
+    return _KEY_OF[table](row)
 
 
 class MemoryRowStore:
@@ -86,7 +99,7 @@ class MemoryRowStore:
 
     def all_rows(self, table: str) -> list[Row]:
         """Every row of ``table`` (append-only tables in append order)."""
-        if table in _APPEND_ONLY:
+        if table in APPEND_ONLY:
             return list(self.appended[table])
         return list(self.tables[table].values())
 

@@ -25,15 +25,21 @@ def _dialect(d: Dialect) -> Any:
     return maker()
 
 
-def ddl_create_set(prefix: str, dialect: Dialect) -> list[str]:
-    """CREATE statements for one table set (idempotent)."""
+def ddl_create_set(prefix: str, dialect: Dialect, *, indexes: bool = True) -> list[str]:
+    """CREATE statements for one table set (idempotent); ``indexes=False`` leaves out the
+    secondary indexes (a bulk load builds them afterwards, see :func:`ddl_create_indexes`)."""
     schema, dia = build_schema(prefix), _dialect(dialect)
-    out = []
-    for table in schema.tables.values():
-        out.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dia)))
-        for index in sorted(table.indexes, key=lambda i: str(i.name)):
-            out.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=dia)))
-    return out
+    out = [str(CreateTable(table, if_not_exists=True).compile(dialect=dia))
+           for table in schema.tables.values()]
+    return out + ddl_create_indexes(prefix, dialect) if indexes else out
+
+
+def ddl_create_indexes(prefix: str, dialect: Dialect) -> list[str]:
+    """CREATE INDEX statements for one table set (idempotent)."""
+    schema, dia = build_schema(prefix), _dialect(dialect)
+    return [str(CreateIndex(index, if_not_exists=True).compile(dialect=dia))
+            for table in schema.tables.values()
+            for index in sorted(table.indexes, key=lambda i: str(i.name))]
 
 
 def ddl_drop_set(prefix: str, dialect: Dialect) -> list[str]:
