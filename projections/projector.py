@@ -27,7 +27,9 @@ from projections.schema import balance_columns
 Row = dict[str, Any]
 S = ProcessingStatus
 
-_BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+_BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic",
+                          "txid", "user", "reference", "from_state", "to_state"})
+"""Event fields an audit row holds in columns of its own, not again in ``details_json``."""
 _BULKY_FIELDS = frozenset({"raw_tx", "bump", "input_beef"})
 
 
