@@ -295,8 +295,12 @@ def _add_outputs(store: RowStore, pos: int, user: str, txid: str,
     assert tx is not None, f"outputs for unknown transaction {txid}"
     tip = tip_height(store)
     for out in outputs:
-        if store.get("outputs", (user, txid, int(out["vout"]))) is None:
+        vout = int(out["vout"])
+        if store.get("outputs", (user, txid, vout)) is None:
             _refresh(store, _new_output_row(user, txid, out, tx, pos), pos, tip)
+            for tag in dict.fromkeys(out.get("tags", ())):
+                store.append("output_tags", {"user": user, "tag": tag, "txid": txid,
+                                             "vout": vout})
 
 
 def _action_signed(store: RowStore, pos: int, e: Any) -> None:

@@ -3,12 +3,11 @@ database and as-of scratch databases, so an incident replay answers with the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, select, true
 
 from ledger.rules import LISTED_CATEGORIES, OutputCategory
 from ledger.status import ProcessingStatus
@@ -32,7 +31,7 @@ MAX_HISTORY_ROWS = 100_000
 _OUT, _TX, _ACT = VIEWS.table("outputs"), VIEWS.table("transactions"), VIEWS.table("actions")
 _LABELS, _AUDIT = VIEWS.table("action_labels"), VIEWS.table("tx_audit")
 _HEADERS, _META = VIEWS.table("headers"), VIEWS.table("meta")
-_BAL = VIEWS.table("balances")
+_BAL, _TAGS = VIEWS.table("balances"), VIEWS.table("output_tags")
 _LISTED = sorted(c.value for c in LISTED_CATEGORIES)
 
 
@@ -79,9 +78,13 @@ def outputs_where(user: str, *, basket: str | None, tags: Sequence[str] = (),
         cond.append(_OUT.c.category.in_(_LISTED))
         if spendable is False:
             cond.append(_OUT.c.spendable == false())
-    for_tags = [_OUT.c.tags.like(f"%{json.dumps(t)}%") for t in tags]
-    if for_tags:
-        cond.append(and_(*for_tags) if tag_mode == "all" else or_(*for_tags))
+    if tags:
+        wanted = sorted(set(tags))
+        tagged = (select(func.count()).select_from(_TAGS)
+                  .where(and_(_TAGS.c.user == _OUT.c.user, _TAGS.c.txid == _OUT.c.txid,
+                              _TAGS.c.vout == _OUT.c.vout, _TAGS.c.tag.in_(wanted)))
+                  .scalar_subquery())
+        cond.append(tagged == len(wanted) if tag_mode == "all" else tagged > 0)
     return and_(*cond)
 
 
@@ -103,10 +106,6 @@ def list_outputs(conn: Connection, user: str, *, basket: str | None, tags: Seque
         total = _counted(conn, user, basket, spendable)
     rows = [_decode(r, _OUT) for r in conn.execute(outputs_page(where, limit=limit,
                                                                 offset=offset))]
-    if tags:  # LIKE over JSON text is a pre-filter; confirm exactly
-        wanted = set(tags)
-        rows = [r for r in rows
-                if (wanted <= set(r["tags"]) if tag_mode == "all" else wanted & set(r["tags"]))]
     return Page[OutputView](items=[_output_view(r, include_locking_scripts) for r in rows],
                             total=total)
 
@@ -140,6 +139,9 @@ def get_action(conn: Connection, user: str, reference: str) -> ActionView | None
 def list_actions(conn: Connection, user: str, *, labels: list[str], label_mode: str,
                  statuses: list[str], limit: int, offset: int) -> Page[ActionView]:
     """Actions of a user, newest first; label filters go through the ``action_labels`` index."""
+    if len(set(labels)) == 1:
+        return _labelled_actions(conn, user, labels[0], statuses=statuses, limit=limit,
+                                 offset=offset)
     cond = [_ACT.c.user == user]
     if statuses:
         cond.append(_ACT.c.status.in_(statuses))
@@ -154,6 +156,25 @@ def list_actions(conn: Connection, user: str, *, labels: list[str], label_mode: 
     total = int(conn.execute(select(func.count()).select_from(_ACT).where(where)).scalar() or 0)
     query = (select(_ACT).where(where).order_by(_ACT.c.created_position.desc())
              .limit(limit).offset(offset))
+    return Page[ActionView](items=[_action_view(_decode(r, _ACT)) for r in conn.execute(query)],
+                            total=total)
+
+
+def _labelled_actions(conn: Connection, user: str, label: str, *, statuses: list[str],
+                      limit: int, offset: int) -> Page[ActionView]:
+    """One label (the common filter): walk the label's index newest first, join each action by
+    its key, stop after the page."""
+    joined = _LABELS.join(_ACT, and_(_ACT.c.user == _LABELS.c.user,
+                                     _ACT.c.reference == _LABELS.c.reference))
+    cond = [_LABELS.c.user == user, _LABELS.c.label == label]
+    if statuses:
+        cond.append(_ACT.c.status.in_(statuses))
+    where = and_(*cond)
+    counted = (select(func.count()).select_from(joined) if statuses
+               else select(func.count()).select_from(_LABELS))
+    total = int(conn.execute(counted.where(where)).scalar() or 0)
+    query = (select(_ACT).select_from(joined).where(where)
+             .order_by(_LABELS.c.created_position.desc()).limit(limit).offset(offset))
     return Page[ActionView](items=[_action_view(_decode(r, _ACT)) for r in conn.execute(query)],
                             total=total)
 

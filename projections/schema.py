@@ -123,6 +123,18 @@ def _balances(md: MetaData, p: str) -> Table:
     )
 
 
+def _output_tags(md: MetaData, p: str) -> Table:
+    """One row per tag of an output: tag filters match tags exactly, in SQL, before paging."""
+    return Table(
+        f"{p}output_tags", md,
+        Column("user", Text, primary_key=True),
+        Column("tag", Text, primary_key=True),
+        Column("txid", String(64), primary_key=True),
+        Column("vout", BigInteger, primary_key=True),
+        **CLUSTERED,
+    )
+
+
 def _actions(md: MetaData, p: str) -> Table:
     return Table(
         f"{p}actions", md,
@@ -198,14 +210,15 @@ def _meta(md: MetaData, p: str) -> Table:
 
 
 _BUILDERS = {
-    "transactions": _transactions, "outputs": _outputs, "balances": _balances,
+    "transactions": _transactions, "outputs": _outputs, "output_tags": _output_tags,
+    "balances": _balances,
     "actions": _actions,
     "action_labels": _action_labels, "tx_audit": _tx_audit, "headers": _headers, "meta": _meta,
 }
 TABLE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 PRIMARY_KEYS: Mapping[str, tuple[str, ...]] = {
     "transactions": ("txid",), "outputs": ("user", "txid", "vout"),
-    "balances": ("user", "basket"),
+    "balances": ("user", "basket"), "output_tags": ("user", "tag", "txid", "vout"),
     "actions": ("user", "reference"), "action_labels": ("user", "label", "reference"),
     "tx_audit": ("audit_id",), "headers": ("hash",), "meta": ("name",),
 }

@@ -26,7 +26,7 @@ PREFETCH_CHUNK_KEYS = 300
 """Keys per ``IN (...)`` list: under SQLite's 999-parameter limit for three-column keys."""
 BOOL_COLUMNS = frozenset({"was_broadcast", "is_coinbase", "change", "preserved", "quarantined",
                           "spendable", "is_outgoing", "aborted", "active"})
-APPEND_ONLY = frozenset({"tx_audit", "action_labels"})
+APPEND_ONLY = frozenset({"tx_audit", "action_labels", "output_tags"})
 """Tables the projector only appends to (kept in append order)."""
 _BY_TXID = ("outputs", "actions")
 UNREAD_COLUMNS: dict[str, frozenset[str]] = {"transactions": frozenset({"raw_tx"})}

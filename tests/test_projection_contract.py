@@ -6,8 +6,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from adapters import chainkit
 from adapters.world import World
-from ledger import Ledger, NewOutput, ProcessingStatus, ProviderResult
+from ledger import InternalizeOutput, Ledger, NewOutput, ProcessingStatus, ProviderResult
 from projections import queries
 
 
@@ -103,3 +104,28 @@ class TestProjectionContract:
                 conn.execute(text("SET enable_seqscan = off"))
                 plan = " ".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")))
                 assert "ix_outputs_spendable" in plan and "Sort" not in plan, plan
+
+
+TRICKY_TAGS = ["café", 'say "hi"', "a_b", "axb", "Tip", "tip", "100%", "back\\slash"]
+
+
+def test_tag_filters_match_exactly_before_paging(led: Ledger, world: World) -> None:
+    """A wallet asking for outputs tagged ``a_b`` must not get ``axb`` (a LIKE wildcard), nor
+    miss ``café`` or ``say "hi"`` (escaped in JSON text), nor count ``Tip`` as ``tip``; and a page
+    of one must hold the match, not come back empty because filtering happened after LIMIT."""
+    raw = world.external_payment([1_000 + i for i in range(len(TRICKY_TAGS))])
+    txid = chainkit.txid_of(raw)
+    block = world.mine([txid])
+    extra = {0: ["shared"], 1: ["shared"]}
+    led.internalize_action("alice", beef=chainkit.make_beef("V1", raw, bump=block.bumps[txid]),
+                           description="tagged", outputs=[
+                               InternalizeOutput(vout=i, tags=[t, *extra.get(i, [])])
+                               for i, t in enumerate(TRICKY_TAGS)])
+    for i, tag in enumerate(TRICKY_TAGS):
+        page = led.list_outputs("alice", tags=[tag], spendable=None, limit=1)
+        assert (page.total, [o.vout for o in page.items]) == (1, [i]), tag
+    both = led.list_outputs("alice", tags=["café", "shared"], tag_mode="all", spendable=None)
+    assert [o.vout for o in both.items] == [0] and both.total == 1
+    either = led.list_outputs("alice", tags=["a_b", "tip"], tag_mode="any", spendable=None)
+    assert sorted(o.vout for o in either.items) == [2, 5] and either.total == 2
+    assert led.list_outputs("alice", tags=["nope"], spendable=None).total == 0
