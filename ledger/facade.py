@@ -248,8 +248,9 @@ class Ledger(LedgerView):
     (or nothing), and in inline mode updates the projections in the same transaction."""
 
     def __init__(self, config: StorageConfig, app: LedgerApplication, engine: Engine,
-                 log: StoreLog, mode: str) -> None:
-        super().__init__(engine)
+                 log: StoreLog, mode: str, reads: Engine) -> None:
+        super().__init__(reads)
+        self._maintenance = engine
         self._config = config
         self._app = app
         self._db = Database(engine)
@@ -270,15 +271,16 @@ class Ledger(LedgerView):
             raise InvalidInput("max_reorg_depth_blocks must be a whole number from 1 to 2000")
         config = parse_url(url)
         engine = make_engine(config.sqlalchemy_url)
+        reads = make_engine(config.sqlalchemy_url, reads=True)
         try:
             with setup_lock(config):  # first opens race to create tables, types, functions
                 app = LedgerApplication(config.env, codec=BsvCodec(),
-                                        read_model=SqlReadModel(engine),
+                                        read_model=SqlReadModel(reads),
                                         settings=Settings(max_reorg_depth_blocks))
             log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
             db = Database(engine)
             _, stored_mode = ensure_tables(db)
-            ledger = cls(config, app, engine, log, mode or stored_mode)
+            ledger = cls(config, app, engine, log, mode or stored_mode, reads)
             schema = config.extra.get("schema")
             hook: InlineHook = InlineProjection(
                 db.dialect, log.decode, pg_schema=str(schema) if schema else None)
@@ -289,10 +291,12 @@ class Ledger(LedgerView):
             return ledger
         except _DATABASE_ERRORS as err:
             engine.dispose()
+            reads.dispose()
             config.cleanup()
             raise StorageError(f"cannot open {config.display}: {_first_line(err)}") from err
         except Exception:
             engine.dispose()
+            reads.dispose()
             config.cleanup()
             raise
 
@@ -310,6 +314,7 @@ class Ledger(LedgerView):
         self._closed = True
         self._app.close()
         self._engine.dispose()
+        self._maintenance.dispose()
         self._config.cleanup()
 
     def __enter__(self) -> Ledger:

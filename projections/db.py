@@ -13,11 +13,14 @@ Dialect = Literal["sqlite", "postgresql"]
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
-def make_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for ``url`` with settings the ledger relies on."""
+def make_engine(url: str, *, reads: bool = False) -> Engine:
+    """A SQLAlchemy engine for ``url`` with settings the ledger relies on. ``reads``: for
+    queries, each statement on its own (autocommit), so a query costs no BEGIN and no
+    ROLLBACK round trip on PostgreSQL; every query is one statement, atomic on its own."""
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if reads else {}
     if url.startswith("sqlite"):
-        return create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-    return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        return create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **options)
+    return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True, **options)
 
 
 class Database:

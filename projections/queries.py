@@ -40,6 +40,14 @@ def _decode(row: Any, table: Any) -> dict[str, Any]:
     return decode_row(tuple(row), cols)
 
 
+_OUTPUT_VIEW_COLS = ("user", "txid", "vout", "satoshis", "basket", "tags", "spendable", "change",
+                     "is_coinbase", "locking_script", "custom_instructions", "category")
+_ACTION_VIEW_COLS = ("user", "reference", "txid", "status", "description", "satoshis_delta",
+                     "is_outgoing", "labels")
+"""What the views show: a page reads these columns only (not the evidence, the declared
+outputs, ... a row also holds), and builds views from values the database already typed."""
+
+
 def meta(conn: Connection, name: str) -> int | None:
     value = conn.execute(select(_META.c.value).where(_META.c.name == name)).scalar()
     return None if value is None else int(value)
@@ -58,7 +66,7 @@ def get_transaction(conn: Connection, txid: str) -> TransactionView | None:
 
 
 def _output_view(r: dict[str, Any], include_script: bool) -> OutputView:
-    return OutputView(
+    return OutputView.model_construct(
         user=r["user"], txid=r["txid"], vout=r["vout"], satoshis=r["satoshis"],
         basket=r["basket"], tags=r["tags"], spendable=r["spendable"], change=r["change"],
         is_coinbase=r["is_coinbase"],
@@ -90,7 +98,7 @@ def outputs_where(user: str, *, basket: str | None, tags: Sequence[str] = (),
 
 def outputs_page(where: ColumnElement[bool], *, limit: int, offset: int) -> Select[Any]:
     """Largest first; the order matches the hot index so no sort step is needed."""
-    return (select(_OUT).where(where)
+    return (select(*(_OUT.c[c] for c in _OUTPUT_VIEW_COLS)).where(where)
             .order_by(_OUT.c.satoshis.desc(), _OUT.c.txid.desc(), _OUT.c.vout.desc())
             .limit(limit).offset(offset))
 
@@ -104,10 +112,10 @@ def list_outputs(conn: Connection, user: str, *, basket: str | None, tags: Seque
         total = int(conn.execute(select(func.count()).select_from(_OUT).where(where)).scalar() or 0)
     else:
         total = _counted(conn, user, basket, spendable)
-    rows = [_decode(r, _OUT) for r in conn.execute(outputs_page(where, limit=limit,
-                                                                offset=offset))]
-    return Page[OutputView](items=[_output_view(r, include_locking_scripts) for r in rows],
-                            total=total)
+    rows = [decode_row(tuple(r), _OUTPUT_VIEW_COLS)
+            for r in conn.execute(outputs_page(where, limit=limit, offset=offset))]
+    return Page[OutputView].model_construct(
+        items=[_output_view(r, include_locking_scripts) for r in rows], total=total)
 
 
 def _counted(conn: Connection, user: str, basket: str | None, spendable: bool | None) -> int:
@@ -124,16 +132,24 @@ def _counted(conn: Connection, user: str, basket: str | None, spendable: bool | 
 
 
 def _action_view(r: dict[str, Any]) -> ActionView:
-    return ActionView(user=r["user"], reference=r["reference"], txid=r["txid"],
-                      status=r["status"], description=r["description"],
-                      satoshis_delta=r["satoshis_delta"], is_outgoing=r["is_outgoing"],
-                      labels=r["labels"])
+    return ActionView.model_construct(
+        user=r["user"], reference=r["reference"], txid=r["txid"], status=r["status"],
+        description=r["description"], satoshis_delta=r["satoshis_delta"],
+        is_outgoing=r["is_outgoing"], labels=r["labels"])
+
+
+def _action_page(conn: Connection, query: Select[Any], total: int) -> Page[ActionView]:
+    items = [_action_view(decode_row(tuple(r), _ACTION_VIEW_COLS)) for r in conn.execute(query)]
+    return Page[ActionView].model_construct(items=items, total=total)
+
+
+_ACTION_SELECT = tuple(_ACT.c[c] for c in _ACTION_VIEW_COLS)
 
 
 def get_action(conn: Connection, user: str, reference: str) -> ActionView | None:
-    row = conn.execute(select(_ACT).where(and_(_ACT.c.user == user,
-                                               _ACT.c.reference == reference))).first()
-    return None if row is None else _action_view(_decode(row, _ACT))
+    row = conn.execute(select(*_ACTION_SELECT).where(and_(
+        _ACT.c.user == user, _ACT.c.reference == reference))).first()
+    return None if row is None else _action_view(decode_row(tuple(row), _ACTION_VIEW_COLS))
 
 
 def list_actions(conn: Connection, user: str, *, labels: list[str], label_mode: str,
@@ -154,10 +170,9 @@ def list_actions(conn: Connection, user: str, *, labels: list[str], label_mode: 
         cond.append(_ACT.c.reference.in_(refs))
     where = and_(*cond)
     total = int(conn.execute(select(func.count()).select_from(_ACT).where(where)).scalar() or 0)
-    query = (select(_ACT).where(where).order_by(_ACT.c.created_position.desc())
+    query = (select(*_ACTION_SELECT).where(where).order_by(_ACT.c.created_position.desc())
              .limit(limit).offset(offset))
-    return Page[ActionView](items=[_action_view(_decode(r, _ACT)) for r in conn.execute(query)],
-                            total=total)
+    return _action_page(conn, query, total)
 
 
 def _labelled_actions(conn: Connection, user: str, label: str, *, statuses: list[str],
@@ -173,10 +188,9 @@ def _labelled_actions(conn: Connection, user: str, label: str, *, statuses: list
     counted = (select(func.count()).select_from(joined) if statuses
                else select(func.count()).select_from(_LABELS))
     total = int(conn.execute(counted.where(where)).scalar() or 0)
-    query = (select(_ACT).select_from(joined).where(where)
+    query = (select(*_ACTION_SELECT).select_from(joined).where(where)
              .order_by(_LABELS.c.created_position.desc()).limit(limit).offset(offset))
-    return Page[ActionView](items=[_action_view(_decode(r, _ACT)) for r in conn.execute(query)],
-                            total=total)
+    return _action_page(conn, query, total)
 
 
 def balance(conn: Connection, user: str, *, basket: str | None) -> Balance:
