@@ -329,8 +329,14 @@ def bulk_internalize(led: Any, block: Any, receipts: Sequence[Receipt], *,
         batch += [tx, action]
         txids.append(parsed.txid)
         if len(batch) >= 2 * per_save:
-            app.save(*batch)
+            _save(app, batch)
             batch = []
     if batch:
-        app.save(*batch)
+        _save(app, batch)
     return txids
+
+
+def _save(app: Any, batch: list[Any]) -> None:
+    """One save inside a command, so the ledger keeps the saved aggregates in its stream cache,
+    as ``internalize_action``'s own save does."""
+    app.retrying(lambda attempt: app._save(*batch))
