@@ -47,6 +47,11 @@ from projections.tables import (
 READ_PAGE_EVENTS = 2_000
 CATCHUP_PAGE_EVENTS = 1_000
 LOAD_PAGE_ROWS = 200_000
+MAX_FOLD_EVENTS = 1_000_000
+"""Logs up to this long are rebuilt in memory (about 2 GB of rows at the limit); longer ones
+page by page into the idle table set."""
+REBUILD_PAGE_EVENTS = 10_000
+MAX_REBUILD_KEPT_ROWS = 200_000
 MAX_DIFFERENCES = 1_000
 _PG_CATCHUP_LOCK = 727_274_002
 
@@ -147,16 +152,24 @@ def _project_page(cur: Any, statements: SqlStatements, log: EventLog, page_event
     return len(items)
 
 
-def rebuild(db: Database, log: EventLog, progress: Progress | None = None
-            ) -> tuple[int, float, int]:
-    """Blue/green: fold into memory, load the idle table set, catch it up with writers held,
-    swap it live in one transaction, drop the old set. Returns (events, seconds, position)."""
+def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
+            max_fold_events: int | None = None) -> tuple[int, float, int]:
+    """Blue/green: build the idle table set from the log, catch it up with writers held, swap
+    it live in one transaction, empty the old set. Returns (events, seconds, position).
+
+    A log of up to ``max_fold_events`` (default :data:`MAX_FOLD_EVENTS`) is folded in memory
+    and bulk-loaded (fastest); a longer one is projected into the idle set page by page, so
+    memory stays bounded whatever the log's length."""
     started = time.perf_counter()
-    store, count, last = fold(log, progress=progress)
     with db.transaction(write=False) as cur:
         live, _ = read_pointer(cur)
     target = other_prefix(live)
-    _load_set(db, target, store)
+    limit = MAX_FOLD_EVENTS if max_fold_events is None else max_fold_events
+    if log.head() <= limit:
+        store, count, last = fold(log, progress=progress)
+        _load_set(db, target, store)
+    else:
+        count, last = _build_by_pages(db, log, target, progress)
     with db.transaction(write=True) as cur:
         log.lock_writers(cur)
         live_now, _ = read_pointer(cur)
@@ -171,6 +184,35 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None
         for statement in [*ddl_drop_set(live, db.dialect), *ddl_create_set(live, db.dialect)]:
             cur.execute(statement)
     return count, time.perf_counter() - started, max(position, last)
+
+
+def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress | None
+                    ) -> tuple[int, int]:
+    """Project the whole log into the emptied set ``prefix``, ``REBUILD_PAGE_EVENTS`` per
+    transaction, keeping at most ``MAX_REBUILD_KEPT_ROWS`` rows between pages."""
+    statements = SqlStatements(build_schema(prefix), db.dialect)
+    with db.transaction(write=True) as cur:
+        for statement in [*ddl_drop_set(prefix, db.dialect), *ddl_create_set(prefix, db.dialect)]:
+            cur.execute(statement)
+    total = log.head()
+    count = last = 0
+    kept: SqlRowStore | None = None
+    with gc_pause.paused():
+        while True:
+            with db.transaction(write=True) as cur:
+                store = SqlRowStore(cur, statements) if kept is None else kept
+                store.rebind(cur)
+                items = log.read(after=last, limit=REBUILD_PAGE_EVENTS)
+                if not items:
+                    break
+                store.prefetch(read_plan([e for _, e in items]))
+                count += project_batch(store, items)
+                store.flush()
+                last = items[-1][0]
+            kept = store if store.cached_rows <= MAX_REBUILD_KEPT_ROWS else None
+            if progress:
+                progress(count, max(total, count))
+    return count, last
 
 
 def _load_set(db: Database, prefix: str, store: MemoryRowStore) -> None:

@@ -118,21 +118,30 @@ def encode_row(row: Row, cols: Sequence[str]) -> tuple[Any, ...]:
     return tuple([_to_json(row[c]) if c in JSON_COLUMNS else row[c] for c in cols])
 
 
-def decode_row(values: Sequence[Any], cols: Sequence[str]) -> Row:
-    """DB values -> Python row (JSON parsed, booleans as bool, bytea as bytes)."""
-    row: Row = {}
+def _split(values: Sequence[Any], cols: Sequence[str]) -> tuple[Row, dict[str, str]]:
+    """DB values -> (plain columns typed: booleans as bool, bytea as bytes; JSON columns as
+    their text)."""
+    plain: Row = {}
+    raw_json: dict[str, str] = {}
     for c, v in zip(cols, values, strict=True):
         if v is None:
-            row[c] = None
+            plain[c] = None
         elif c in JSON_COLUMNS:
-            row[c] = json.loads(v)
+            raw_json[c] = v
         elif c in BOOL_COLUMNS:
-            row[c] = bool(v)
+            plain[c] = bool(v)
         elif isinstance(v, memoryview):
-            row[c] = bytes(v)
+            plain[c] = bytes(v)
         else:
-            row[c] = v
-    return row
+            plain[c] = v
+    return plain, raw_json
+
+
+def decode_row(values: Sequence[Any], cols: Sequence[str]) -> Row:
+    """DB values -> Python row (JSON parsed, booleans as bool, bytea as bytes)."""
+    plain, raw_json = _split(values, cols)
+    plain.update((c, json.loads(v)) for c, v in raw_json.items())
+    return {c: plain[c] for c in cols}
 
 
 class LazyRow(dict[str, Any]):
@@ -169,20 +178,7 @@ class LazyRow(dict[str, Any]):
 
 def decode_lazy(values: Sequence[Any], cols: Sequence[str]) -> LazyRow:
     """DB values -> :class:`LazyRow` (JSON columns kept as text until read)."""
-    plain: dict[str, Any] = {}
-    raw_json: dict[str, str] = {}
-    for c, v in zip(cols, values, strict=True):
-        if v is None:
-            plain[c] = None
-        elif c in JSON_COLUMNS:
-            raw_json[c] = v
-        elif c in BOOL_COLUMNS:
-            plain[c] = bool(v)
-        elif isinstance(v, memoryview):
-            plain[c] = bytes(v)
-        else:
-            plain[c] = v
-    return LazyRow(plain, raw_json)
+    return LazyRow(*_split(values, cols))
 
 
 def _q(name: str) -> str:
