@@ -195,6 +195,16 @@ def _child_env(overrides: Mapping[str, str | None], tag: str) -> dict[str, str]:
     return env
 
 
+def dismiss(children: list[Child], *, ready: str | None = "ready") -> None:
+    """Tell every child to exit (after its next ``ready``, if given) and wait for clean exits."""
+    for c in children:
+        if ready is not None:
+            c.expect(ready)
+        c.send("exit")
+    for c in children:
+        c.wait()
+
+
 def barrier(children: list[Child], ready: str = "ready") -> list[dict[str, Any]]:
     """Wait until every child reported ``ready``, then release them all at once."""
     msgs = [c.expect(ready) for c in children]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from conftest import new_pg_schema
-from procs import Child, ChildFailed, barrier, poll_until
+from procs import Child, ChildFailed, barrier, dismiss, poll_until
 
 from ledger import Ledger
 
@@ -52,11 +52,7 @@ def test_two_processes_creating_the_snapshot_table_at_once_both_open(pg_database
                 raise DdlRace(str(err).splitlines()[0]) from err
             raise
         assert [r["mode"] for r in results] == ["inline", "inline"]
-        for c in children:
-            c.expect("ready")
-            c.send("exit")
-        for c in children:
-            c.wait()
+        dismiss(children)
     finally:
         for c in children:
             c.close()

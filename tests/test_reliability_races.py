@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import new_pg_schema
-from procs import Child, barrier
+from procs import Child, barrier, dismiss
 
 from adapters import chainkit
 from adapters.world import World
@@ -129,10 +129,7 @@ def test_three_processes_reserve_each_outpoint_exactly_once(
         report = led.verify_projections()
         assert report.ok, report.differences[:3]
 
-        for c in children:
-            c.send("exit")
-        for c in children:
-            c.wait()
+        dismiss(children, ready=None)
 
         # after the race the ledger still works: an abort frees an outpoint for a new action
         op, ref = next(iter(winner2.items()))
@@ -157,11 +154,7 @@ def test_processes_opening_one_database_at_once_all_succeed(race_url: str) -> No
             barrier(children)
             results = [c.expect("result") for c in children]
             assert all(r["mode"] == "inline" for r in results)
-        for c in children:
-            c.expect("ready")
-            c.send("exit")
-        for c in children:
-            c.wait()
+        dismiss(children)
     finally:
         for c in children:
             c.close()
