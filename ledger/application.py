@@ -263,7 +263,6 @@ class LedgerApplication(Application[UUID]):
         """The cached aggregate, if this attempt may trust the cache and has it."""
         attempt = self._attempt
         assert attempt is not None
-        attempt.loaded.add(aggregate_id)
         if not attempt.trust_cache:
             return None
         cached = self._streams.get(aggregate_id)
@@ -312,17 +311,14 @@ class LedgerApplication(Application[UUID]):
                     state = self._attempt = Attempt(trust_cache=attempt == 0)
                     try:
                         result = command(attempt)
-                    except Recheck:
-                        self._streams.evict(state.loaded)
-                        continue
-                    except RecordConflictError:
-                        self._streams.evict(state.loaded)
-                        delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** attempt)
-                        time.sleep(random.uniform(0, delay))
-                        continue
                     except BaseException as err:
-                        self._streams.evict(state.loaded)
-                        if isinstance(err, LedgerError) and _recheck(state):
+                        self._streams.evict(state.held)  # copies may hold half-made changes
+                        if isinstance(err, RecordConflictError):
+                            delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** attempt)
+                            time.sleep(random.uniform(0, delay))
+                            continue
+                        if isinstance(err, Recheck) or (isinstance(err, LedgerError)
+                                                        and _recheck(state)):
                             continue
                         raise
                     if _recheck(state):

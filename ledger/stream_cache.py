@@ -35,18 +35,17 @@ class Attempt:
     """What one attempt of one command did with the cache."""
 
     trust_cache: bool
-    loaded: set[UUID] = field(default_factory=set)
     cached: dict[UUID, Any] = field(default_factory=dict)
     saved: bool = False
     skipped_reads: bool = False
     """The attempt created streams without reading them first (an optimistic create)."""
     held: dict[UUID, Any] = field(default_factory=dict)
     """Every aggregate the attempt read: a stream read twice is the same object, so two
-    changes to it in one command are one sequence of events, not two colliding copies."""
+    changes to it in one command are one sequence of events, not two colliding copies. A
+    failed attempt evicts these from the cache."""
 
     def hold(self, aggregate: Any) -> None:
         self.held[aggregate.id] = aggregate
-        self.loaded.add(aggregate.id)
 
     @property
     def optimistic(self) -> bool:

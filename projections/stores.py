@@ -270,7 +270,7 @@ class SqlRowStore:
 
     def __init__(self, cursor: Any, sql: SqlStatements) -> None:
         self._cur = cursor
-        self.sql = self._sql = sql
+        self._sql = sql
         self._cache: dict[str, dict[Key, Row | None]] = defaultdict(dict)
         self._stored: dict[str, dict[Key, dict[str, Any]]] = defaultdict(dict)
         """A shallow copy of each row read or written, as the database now holds it (the
