@@ -77,13 +77,10 @@ class InlineProjection:
         self._statements = {p: SqlStatements(build_schema(p), dialect, pg_schema=pg_schema)
                             for p in SET_PREFIXES}
         self._decode = decode
-        self._pointer = pointer_query(pg_schema if dialect == "postgresql" else None)
-        self._pointer_and_position = {
-            p: self._pointer.replace(
-                'SELECT "active", "mode"',
-                f'SELECT "active", "mode", (SELECT "value" FROM {st.table("meta")} '
-                "WHERE \"name\" = 'position') AS \"position\"")
-            for p, st in self._statements.items()}
+        schema = pg_schema if dialect == "postgresql" else None
+        self._pointer = pointer_query(schema)
+        self._pointer_and_position = {p: pointer_query(schema, position_of=st.table("meta"))
+                                      for p, st in self._statements.items()}
         self._guess = (SET_PREFIXES[0], "inline")
         self._kept: _Kept | None = None
         self._pending: _Kept | None = None
@@ -124,7 +121,7 @@ class InlineProjection:
             return
         kept = self._kept
         if prefix != guess or (kept is not None and store is kept.store
-                               and _value(pointer) != kept.position):
+                               and _position_of(pointer) != kept.position):
             self._kept = None  # another writer moved the projection: read everything afresh
             store = SqlRowStore(cursor, self._statements[prefix])
             store.prefetch(plan)
@@ -135,7 +132,7 @@ class InlineProjection:
             self._pending = _Kept(store, prefix, ids[-1])
 
 
-def _value(rows: list[Any]) -> int | None:
+def _position_of(rows: list[Any]) -> int | None:
     """The position read with the pointer."""
     row = rows[0]
     value = row["position"] if isinstance(row, dict) else row[2]

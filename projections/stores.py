@@ -14,7 +14,7 @@ import functools
 import json
 import operator
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Literal
 
 from projections.projector import ReadPlan, Row
@@ -463,15 +463,14 @@ class SqlRowStore:
                 assert row is not None
                 stored = self._stored[table].get(key)
                 if stored is not None:
-                    if isinstance(row, LazyRow) and row.snapshot is stored:
-                        candidates = row.assigned  # nothing else was touched
-                        changed = tuple(c for c in read if c in candidates
-                                        and (c not in stored or (row[c] is not stored[c]
-                                                                 and row[c] != stored[c])))
-                    else:
-                        changed = tuple(c for c in read if c in row
-                                        and (c not in stored or (row[c] is not stored[c]
-                                                                 and row[c] != stored[c])))
+                    # A row as read knows which columns were assigned; a replacement row may
+                    # differ anywhere.
+                    candidates: Collection[str] = (
+                        row.assigned if isinstance(row, LazyRow) and row.snapshot is stored
+                        else row.keys())
+                    changed = tuple(c for c in read if c in candidates
+                                    and (c not in stored or (row[c] is not stored[c]
+                                                             and row[c] != stored[c])))
                     if changed:
                         updates[changed].append((*(_encode(c, row[c]) for c in changed), *key))
                 elif key in self._absent[table]:
