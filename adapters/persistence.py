@@ -215,6 +215,12 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
         return ids
 
 
+def first_line(err: BaseException) -> str:
+    """A driver error as one line a person can read (its first line, at most 300 chars)."""
+    text = str(err).strip()
+    return " ".join(text.splitlines()[0].split())[:300] if text else type(err).__name__
+
+
 @contextmanager
 def setup_lock(config: StorageConfig) -> Iterator[None]:
     """Serialise the event store's DDL across processes (PostgreSQL; SQLite locks the file).
@@ -236,8 +242,7 @@ def setup_lock(config: StorageConfig) -> Iterator[None]:
             password=env["POSTGRES_PASSWORD"] or None,
             connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True)
     except psycopg.Error as err:
-        first = " ".join((str(err).strip().splitlines() or [type(err).__name__])[0].split())
-        raise StorageError(f"cannot open {config.display}: {first[:300]}") from None
+        raise StorageError(f"cannot open {config.display}: {first_line(err)}") from None
     try:
         conn.execute("SELECT pg_advisory_lock(%s)", (_PG_CREATE_TABLE_LOCK,))
         yield

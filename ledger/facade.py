@@ -19,6 +19,7 @@ from adapters.persistence import (
     DRIVER_ERRORS,
     InlineHook,
     StorageConfig,
+    first_line,
     parse_url,
     setup_lock,
 )
@@ -93,13 +94,9 @@ def _storage_errors(fn: Callable[P, T]) -> Callable[P, T]:
         except LedgerError:
             raise
         except _DATABASE_ERRORS as err:
-            raise StorageError(f"database error: {_first_line(err)}") from err
+            raise StorageError(f"database error: {first_line(err)}") from err
     return wrapper
 
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return " ".join(text.splitlines()[0].split())[:300] if text else type(err).__name__
 
 
 def _bytes(what: str, value: Any, max_bytes: int = MAX_RAW_TX_BYTES, *,
@@ -293,7 +290,7 @@ class Ledger(LedgerView):
             engine.dispose()
             reads.dispose()
             config.cleanup()
-            raise StorageError(f"cannot open {config.display}: {_first_line(err)}") from err
+            raise StorageError(f"cannot open {config.display}: {first_line(err)}") from err
         except Exception:
             engine.dispose()
             reads.dispose()
