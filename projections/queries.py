@@ -198,8 +198,7 @@ def balance(conn: Connection, user: str, *, basket: str | None) -> Balance:
     cond = [_BAL.c.user == user]
     if basket is not None:
         cond.append(_BAL.c.basket == basket)
-    buckets = [OutputCategory.SPENDABLE, OutputCategory.RESERVED, OutputCategory.PENDING,
-               OutputCategory.IMMATURE, OutputCategory.QUARANTINED]
+    buckets = [OutputCategory(field) for field in Balance.model_fields]  # one bucket a field
     query = select(*(func.sum(_BAL.c[balance_columns(c.value)[0]]) for c in buckets)
                    ).where(and_(*cond))
     sums = conn.execute(query).one()

@@ -145,7 +145,11 @@ def _apply_page(cur: Any, statements: SqlStatements, log: EventLog, page_events:
 def _project_page(cur: Any, statements: SqlStatements, log: EventLog, page_events: int) -> int:
     store = SqlRowStore(cur, statements)
     position = meta_value(store, "position") or 0
-    items = log.read(after=position, limit=page_events)
+    return _project_items(store, log.read(after=position, limit=page_events))
+
+
+def _project_items(store: SqlRowStore, items: list[tuple[int, Any]]) -> int:
+    """One page through a SQL store: its rows read in a burst, projected, written back."""
     store.prefetch(read_plan([e for _, e in items]))
     project_batch(store, items)
     store.flush()
@@ -205,9 +209,7 @@ def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress
                 items = log.read(after=last, limit=REBUILD_PAGE_EVENTS)
                 if not items:
                     break
-                store.prefetch(read_plan([e for _, e in items]))
-                count += project_batch(store, items)
-                store.flush()
+                count += _project_items(store, items)
                 last = items[-1][0]
             kept = store if store.cached_rows <= MAX_REBUILD_KEPT_ROWS else None
             if progress:
