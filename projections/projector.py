@@ -1,6 +1,6 @@
 """The event -> row projector: one code path for inline, catch-up, rebuild and as-of replay.
 
-:func:`project` is a pure function of (rows it reads through a :class:`RowStore`, one event):
+:func:`apply_event` is a pure function of (rows it reads through a :class:`RowStore`, one event):
 it decides row changes and hands them back to the store. Stores decide where rows live (memory
 for rebuilds and replays, SQL for inline and catch-up). The spendability of every output row is
 recomputed by :func:`ledger.rules.classify` whenever one of its inputs changes.
@@ -483,11 +483,6 @@ def project_batch(store: RowStore, items: Iterable[tuple[int, Any]]) -> int:
     return count
 
 
-def project(store: RowStore, position: int, event: Any) -> None:
-    """Apply one event and record its position."""
-    project_batch(store, [(position, event)])
-
-
 @dataclass
 class ReadPlan:
     """The rows a batch of events will read, known before projecting it, so that a SQL store can
@@ -516,7 +511,7 @@ _TX_ROWS_WANTED = frozenset({"ledger.transaction.ProcessingChanged",
 
 
 def read_plan(events: Sequence[Any]) -> ReadPlan:
-    """What :func:`project` will read for ``events`` (the handlers' reads, listed ahead)."""
+    """What :func:`apply_event` will read for ``events`` (the handlers' reads, listed ahead)."""
     plan = ReadPlan()
     plan.keys["meta"].update({("position",), ("tip_height",)})
     created_inputs = {e.txid: e.inputs for e in events

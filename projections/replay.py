@@ -1,6 +1,6 @@
 """Replaying the log through the projector: catch-up, blue/green rebuild, verify and as-of.
 
-All four use :func:`projections.projector.project`, the same function the inline hook uses, so
+All four apply events with :func:`projections.projector.apply_event`, as the inline hook does, so
 incremental state and a rebuild from zero cannot disagree by construction; :func:`verify` proves
 it on the live data.
 """
