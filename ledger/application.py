@@ -50,7 +50,7 @@ from ledger.identity import (
 from ledger.reservation import ReservationAggregate
 from ledger.results import action_view, transaction_view
 from ledger.rules import ProviderStatus, broadcast_outcome, proof_state
-from ledger.status import NEVER_BROADCAST_STATES, TOXIC_STATES, ProcessingStatus
+from ledger.status import TOXIC_STATES, ProcessingStatus
 from ledger.stream_cache import Attempt, Recheck, StreamCache
 from ledger.transaction import TransactionAggregate
 from ledger.values import InternalizeOutput, NewOutput, Outpoint, ProviderResult
@@ -475,7 +475,7 @@ class LedgerApplication(Application[UUID]):
                     f"action {reference!r} internalized a received transaction; "
                     "only self-created actions can be aborted")
             if tx is not None:
-                if tx.state not in NEVER_BROADCAST_STATES or tx.was_broadcast:
+                if not tx.never_broadcast:
                     said = "was accepted by a provider" if tx.was_broadcast else f"is {tx.state}"
                     raise PreconditionFailed(
                         f"action {reference!r} cannot be aborted: its transaction {tx.txid} "

@@ -16,6 +16,7 @@ from ledger.errors import IllegalTransition, PreconditionFailed
 from ledger.identity import transaction_id
 from ledger.rules import BroadcastOutcome, broadcast_path
 from ledger.status import (
+    NEVER_BROADCAST_STATES,
     PROOF_STATES,
     ProcessingStatus,
     can_transition,
@@ -256,6 +257,12 @@ class TransactionAggregate(Aggregate):
             return False
         self._move(S.CONFIRMED, reason="tip-advanced", details={"tip_height": tip_height})
         return True
+
+    @property
+    def never_broadcast(self) -> bool:
+        """No provider ever accepted it and it is in a state before any broadcast (an operator
+        can requeue an accepted transaction, which does not make it unbroadcast)."""
+        return self.state in NEVER_BROADCAST_STATES and not self.was_broadcast
 
     def note(self, what: str, details: dict[str, Any]) -> None:
         """Attach a free-form note to the transaction's history."""
