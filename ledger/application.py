@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment
 
@@ -188,6 +189,24 @@ class LedgerApplication(Application[UUID]):
             merged["IS_SNAPSHOTTING_ENABLED"] = "y"
         merged.update(env or {})
         return Environment(name, merged)
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """As :meth:`Application.save`, for aggregates only, without its two checks of each
+        object against ``typing`` runtime protocols: Python 3.11 derives a protocol's members
+        again on every such ``isinstance`` (about 20 us per aggregate, 20 ms of a block that
+        promotes 1,000 transactions)."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if obj is None:
+                continue
+            assert isinstance(obj, Aggregate), f"only aggregates are saved, not {type(obj)}"
+            processing_event.events.extend(obj.collect_events())
+            processing_event.aggregates[obj.id] = obj
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
 
     def _record(self, processing_event: Any) -> Any:
         processing_event.saved_kwargs["ledger_events"] = list(processing_event.events)
