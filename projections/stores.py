@@ -200,6 +200,9 @@ class SqlStatements:
         self.read_cols = {name: tuple(c for c in cols if c not in UNREAD_COLUMNS.get(name, ()))
                           for name, cols in self.cols.items()}
         """What the projector reads back: bulky columns it only ever writes are left out."""
+        self.read_order = {name: {c: i for i, c in enumerate(cols)}
+                           for name, cols in self.read_cols.items()}
+        """Each read column's place in :attr:`read_cols` (changed columns are listed in it)."""
         self._qualifier = f"{_q(pg_schema)}." if pg_schema and dialect == "postgresql" else ""
 
     def table(self, name: str) -> str:
@@ -454,7 +457,7 @@ class SqlRowStore:
         """(statement, parameter rows) for everything this batch changed."""
         out: list[tuple[str, list[tuple[Any, ...]]]] = []
         for table, keys in self._dirty.items():
-            cols, read = self._sql.cols[table], self._sql.read_cols[table]
+            cols, order = self._sql.cols[table], self._sql.read_order[table]
             fresh: list[tuple[Any, ...]] = []
             blind: list[tuple[Any, ...]] = []
             updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
@@ -468,9 +471,10 @@ class SqlRowStore:
                     candidates: Collection[str] = (
                         row.assigned if isinstance(row, LazyRow) and row.snapshot is stored
                         else row.keys())
-                    changed = tuple(c for c in read if c in candidates
-                                    and (c not in stored or (row[c] is not stored[c]
-                                                             and row[c] != stored[c])))
+                    changed = tuple(sorted(
+                        (c for c in candidates if c in order
+                         and (c not in stored or (row[c] is not stored[c] and row[c] != stored[c]))),
+                        key=order.__getitem__))
                     if changed:
                         updates[changed].append((*(_encode(c, row[c]) for c in changed), *key))
                 elif key in self._absent[table]:
