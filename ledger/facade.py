@@ -71,7 +71,8 @@ from ledger.views import (
 from projections import queries, replay
 from projections.db import Database, make_engine
 from projections.inline import InlineProjection
-from projections.tables import ensure_tables, set_mode
+from projections.schema import LAYOUT_VERSION
+from projections.tables import ensure_tables, layout_version, set_mode
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -274,9 +275,10 @@ class Ledger(LedgerView):
                 app = LedgerApplication(config.env, codec=BsvCodec(),
                                         read_model=SqlReadModel(reads),
                                         settings=Settings(max_reorg_depth_blocks))
-            log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
-            db = Database(engine)
-            _, stored_mode = ensure_tables(db)
+                log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
+                db = Database(engine)
+                live, stored_mode = ensure_tables(db)
+                _relayout(db, log, live)
             ledger = cls(config, app, engine, log, mode or stored_mode, reads)
             schema = config.extra.get("schema")
             hook: InlineHook = InlineProjection(
@@ -496,3 +498,13 @@ class Ledger(LedgerView):
     def head_position(self) -> int:
         """The log's newest position."""
         return self._log.head()
+
+
+def _relayout(db: Database, log: StoreLog, live: str) -> None:
+    """Projection tables laid out by another version of the ledger are rebuilt from the log
+    before anything reads or writes them (the log itself is never changed)."""
+    with db.transaction(write=False) as cur:
+        version = layout_version(cur, db.dialect, live)
+    if version != LAYOUT_VERSION:
+        with gc_pause.paused():
+            replay.rebuild(db, log)

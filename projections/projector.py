@@ -74,10 +74,12 @@ def tip_height(store: RowStore) -> int | None:
     return meta_value(store, "tip_height")
 
 
-def output_facts(row: Row) -> OutputFacts:
-    """The spendability rule's inputs as stored on an output row."""
+def output_facts(row: Row, state: str) -> OutputFacts:
+    """The spendability rule's inputs: an output row, and the state of its transaction (which
+    the row does not hold: a state change that leaves an output's category alone writes no
+    output row)."""
     return OutputFacts(
-        state=S(row["tx_state"]),
+        state=S(state),
         is_coinbase=bool(row["is_coinbase"]),
         matures_at_height=row["matures_at_height"],
         script_known=row["locking_script"] is not None,
@@ -88,8 +90,15 @@ def output_facts(row: Row) -> OutputFacts:
     )
 
 
-def _refresh(store: RowStore, row: Row, position: int, tip: int | None) -> None:
-    category = classify(output_facts(row), tip)
+def _tx_state(store: RowStore, txid: str) -> str:
+    tx = store.get("transactions", (txid,))
+    assert tx is not None, f"output of unknown transaction {txid}"
+    return str(tx["state"])
+
+
+def _refresh(store: RowStore, row: Row, position: int, tip: int | None, state: str) -> None:
+    """Classify a changed output row (its transaction in ``state``) and write it."""
+    category = classify(output_facts(row, state), tip)
     before = row["category"]
     if before != category.value:
         satoshis, outputs = balance_columns(category.value)
@@ -160,13 +169,13 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
     store.put("transactions", tx)
     to_state, tip = S(e.to_state), tip_height(store)
     for row in store.outputs_of_tx(e.txid):
-        if to_state in PRESERVING_STATES:
-            row["preserved"] = preserved_on_entry(output_facts(row), to_state, tip)
-        else:
-            row["preserved"] = None
-        row["tx_state"] = e.to_state
-        _evidence(row, "state", pos)
-        _refresh(store, row, pos, tip)
+        preserved = (preserved_on_entry(output_facts(row, e.from_state), to_state, tip)
+                     if to_state in PRESERVING_STATES else None)
+        if preserved != row["preserved"]:
+            row["preserved"] = preserved
+        elif classify(output_facts(row, e.to_state), tip).value == row["category"]:
+            continue  # the row holds nothing the new state changes
+        _refresh(store, row, pos, tip, e.to_state)
     for action in store.actions_of_tx(e.txid):
         action["status"] = action_status(to_state, aborted=bool(action["aborted"]))
         action["position"] = pos
@@ -207,7 +216,7 @@ def _set_proof(store: RowStore, pos: int, e: Any, proof: tuple[int, str, str] | 
     for row in store.outputs_of_tx(e.txid):
         row["matures_at_height"] = matures_at_height(proof[0]) if proof else None
         _evidence(row, "proof", pos)
-        _refresh(store, row, pos, tip)
+        _refresh(store, row, pos, tip, tx["state"])
 
 
 def _proof_recorded(store: RowStore, pos: int, e: Any) -> None:
@@ -267,7 +276,7 @@ def _inputs_reserved(store: RowStore, pos: int, e: Any) -> None:
     for row in _spent_rows(store, e.user, (i["outpoint"] for i in e.inputs)):
         row["spender_reference"] = e.reference
         _evidence(row, "spender", pos)
-        _refresh(store, row, pos, tip)
+        _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
     _audit(store, pos, e, "action.inputs_reserved", user=e.user, reference=e.reference)
 
 
@@ -283,9 +292,9 @@ def _new_output_row(user: str, txid: str, out: dict[str, Any], tx: Row, pos: int
         "is_coinbase": bool(tx["is_coinbase"]),
         "matures_at_height": (matures_at_height(proof_height)
                               if tx["is_coinbase"] and proof_height is not None else None),
-        "tx_state": tx["state"], "preserved": None, "spender_reference": None,
+        "preserved": None, "spender_reference": None,
         "spender_txid": None, "quarantined": False, "category": "", "spendable": False,
-        "evidence": {"created": pos, "state": tx["state_position"]}, "position": pos,
+        "evidence": {"created": pos}, "position": pos,
     }
 
 
@@ -297,7 +306,7 @@ def _add_outputs(store: RowStore, pos: int, user: str, txid: str,
     for out in outputs:
         vout = int(out["vout"])
         if store.get("outputs", (user, txid, vout)) is None:
-            _refresh(store, _new_output_row(user, txid, out, tx, pos), pos, tip)
+            _refresh(store, _new_output_row(user, txid, out, tx, pos), pos, tip, tx["state"])
             for tag in dict.fromkeys(out.get("tags", ())):
                 store.append("output_tags", {"user": user, "tag": tag, "txid": txid,
                                              "vout": vout})
@@ -316,7 +325,7 @@ def _action_signed(store: RowStore, pos: int, e: Any) -> None:
         if row["spender_reference"] == e.reference:
             row["spender_txid"] = e.txid
             _evidence(row, "spender", pos)
-            _refresh(store, row, pos, tip)
+            _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
     _audit(store, pos, e, "action.signed", txid=e.txid, user=e.user, reference=e.reference)
 
 
@@ -327,7 +336,7 @@ def _release(store: RowStore, pos: int, e: Any, outpoints: Iterable[str]) -> Non
             row["spender_reference"] = row["spender_txid"] = None
             row["quarantined"] = False
             _evidence(row, "spender", pos)
-            _refresh(store, row, pos, tip)
+            _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
 
 
 def _action_aborted(store: RowStore, pos: int, e: Any) -> None:
@@ -350,7 +359,7 @@ def _inputs_quarantined(store: RowStore, pos: int, e: Any) -> None:
     for row in _spent_rows(store, e.user, e.outpoints):
         row["quarantined"] = True
         _evidence(row, "quarantine", pos)
-        _refresh(store, row, pos, tip)
+        _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
     _audit(store, pos, e, "action.inputs_quarantined", user=e.user, reference=e.reference)
 
 
@@ -362,7 +371,7 @@ def _inputs_retaken(store: RowStore, pos: int, e: Any) -> None:
         row["spender_reference"], row["spender_txid"] = e.reference, action["txid"]
         row["quarantined"] = False
         _evidence(row, "spender", pos)
-        _refresh(store, row, pos, tip)
+        _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
     _audit(store, pos, e, "action.inputs_retaken", txid=action["txid"], user=e.user,
            reference=e.reference)
 
@@ -400,7 +409,7 @@ def _move_tip(store: RowStore, pos: int, new_tip: int | None) -> None:
     lo, hi = sorted((-1 if old_tip is None else old_tip, -1 if new_tip is None else new_tip))
     for row in store.maturing_coinbase(lo, hi):
         _evidence(row, "tip", pos)
-        _refresh(store, row, pos, new_tip)
+        _refresh(store, row, pos, new_tip, _tx_state(store, row["txid"]))
 
 
 def _block_connected(store: RowStore, pos: int, e: Any) -> None:
@@ -499,9 +508,11 @@ class ReadPlan:
     """Transactions created in this batch: no output or action row names them yet."""
 
     def outpoints(self, user: str, outpoints: Iterable[str]) -> None:
+        """Output rows, and the rows of their transactions (whose state classifies them)."""
         for text in outpoints:
             txid, vout = _outpoint(text)
             self.keys["outputs"].add((user, txid, vout))
+            self.keys["transactions"].add((txid,))
 
 
 _TX_ROWS_WANTED = frozenset({"ledger.transaction.ProcessingChanged",

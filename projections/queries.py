@@ -246,13 +246,14 @@ def explain_output(conn: Connection, user: str, txid: str, vout: int) -> Explana
     if row is None:
         return None
     r = _decode(row, _OUT)
-    ev: dict[str, int] = r["evidence"]
+    tx = conn.execute(select(_TX.c.state, _TX.c.state_position).where(_TX.c.txid == txid)).one()
+    ev: dict[str, int] = {**r["evidence"], "state": tx.state_position}
     tip = meta(conn, "tip_height")
     reasons = [f"category {r['category']}: the output is "
                f"{'spendable' if r['spendable'] else 'not spendable'}",
-               f"transaction {txid} is {r['tx_state']} (since position {ev.get('state')})"]
+               f"transaction {txid} is {tx.state} (since position {tx.state_position})"]
     if r["preserved"] is not None:
-        reasons.append(f"spendable value preserved while {r['tx_state']}: {r['preserved']}")
+        reasons.append(f"spendable value preserved while {tx.state}: {r['preserved']}")
     if r["spender_txid"]:
         reasons.append(f"spent by {r['spender_txid']} (action {r['spender_reference']!r}, "
                        f"position {ev.get('spender')})")

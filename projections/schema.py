@@ -29,6 +29,11 @@ from ledger.rules import OutputCategory
 SET_PREFIXES: tuple[str, str] = ("a_", "b_")
 """Two table sets: one live, one for the next rebuild. Readers use views named without prefix."""
 POINTER_TABLE = "ledger_projection_pointer"
+LAYOUT_TABLE = "ledger_projection_layout"
+LAYOUT_VERSION = 2
+"""The layout of the table sets below; a set laid out under another version is rebuilt from the
+log before it is used (history: 1 - outputs held their transaction's state; 2 - they do not, so a
+state change that leaves an output's category alone writes no output row)."""
 JSON_COLUMNS = frozenset({"tags", "labels", "inputs", "outputs", "details_json", "evidence"})
 CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 """SQLite: rows live in their primary-key b-tree (one b-tree less to write per row change)."""
@@ -82,7 +87,6 @@ def _outputs(md: MetaData, p: str) -> Table:
         Column("custom_instructions", Text),
         Column("is_coinbase", Boolean, nullable=False),
         Column("matures_at_height", BigInteger),
-        Column("tx_state", String(16), nullable=False),
         Column("preserved", Boolean),
         Column("spender_reference", Text),
         Column("spender_txid", String(64)),

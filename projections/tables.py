@@ -14,7 +14,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable, DropTable
 
 from projections.db import Database, Dialect
-from projections.schema import POINTER_TABLE, SET_PREFIXES, TABLE_NAMES, build_schema
+from projections.schema import (
+    LAYOUT_TABLE,
+    LAYOUT_VERSION,
+    POINTER_TABLE,
+    SET_PREFIXES,
+    TABLE_NAMES,
+    build_schema,
+)
 
 MODES = ("inline", "catchup")
 _PG_SETUP_LOCK = 727_274_001
@@ -26,12 +33,42 @@ def _dialect(d: Dialect) -> Any:
 
 
 def ddl_create_set(prefix: str, dialect: Dialect, *, indexes: bool = True) -> list[str]:
-    """CREATE statements for one table set (idempotent); ``indexes=False`` leaves out the
-    secondary indexes (a bulk load builds them afterwards, see :func:`ddl_create_indexes`)."""
+    """CREATE statements for one table set (idempotent), which also record its layout version;
+    ``indexes=False`` leaves out the secondary indexes (a bulk load builds them afterwards, see
+    :func:`ddl_create_indexes`)."""
+    assert prefix in SET_PREFIXES
     schema, dia = build_schema(prefix), _dialect(dialect)
     out = [str(CreateTable(table, if_not_exists=True).compile(dialect=dia))
            for table in schema.tables.values()]
+    out += [f'CREATE TABLE IF NOT EXISTS "{LAYOUT_TABLE}" ("prefix" VARCHAR(8) PRIMARY KEY, '
+            '"version" INTEGER NOT NULL)',
+            f'INSERT INTO "{LAYOUT_TABLE}" ("prefix", "version") VALUES '
+            f"('{prefix}', {LAYOUT_VERSION}) ON CONFLICT (\"prefix\") DO UPDATE SET "
+            '"version" = excluded."version"']
     return out + ddl_create_indexes(prefix, dialect) if indexes else out
+
+
+def layout_version(cur: Any, dialect: Dialect, prefix: str) -> int | None:
+    """The layout version set ``prefix`` was created under (None: before versions were kept)."""
+    if dialect == "postgresql":
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (LAYOUT_TABLE,))
+    else:
+        cur.execute("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (LAYOUT_TABLE,))
+    if not _scalar(cur.fetchall()):
+        return None
+    ph = "%s" if dialect == "postgresql" else "?"
+    cur.execute(f'SELECT "version" FROM "{LAYOUT_TABLE}" WHERE "prefix" = {ph}', (prefix,))
+    version = _scalar(cur.fetchall())
+    return None if version is None else int(version)
+
+
+def _scalar(rows: list[Any]) -> Any:
+    """The first column of the first row (None: no rows)."""
+    if not rows:
+        return None
+    row = rows[0]
+    return next(iter(row.values() if isinstance(row, dict) else row))
 
 
 def ddl_create_indexes(prefix: str, dialect: Dialect) -> list[str]:

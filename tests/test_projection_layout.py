@@ -1,0 +1,77 @@
+"""Upgrades: projection tables laid out by another version of the ledger are rebuilt from the log
+when the ledger opens, before anything reads or writes them (the log is never changed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.world import World
+from ledger import Ledger
+from projections.schema import LAYOUT_TABLE, LAYOUT_VERSION
+from projections.tables import layout_version, read_pointer
+
+
+def _answers(led: Ledger) -> dict[str, Any]:
+    return {user: (led.list_outputs(user, spendable=None).model_dump(),
+                   led.balance(user).model_dump(), led.list_actions(user).model_dump())
+            for user in ("alice", "bob")}
+
+
+def _live(led: Ledger) -> str:
+    with led._db.transaction(write=False) as cur:
+        return read_pointer(cur)[0]
+
+
+def _output_columns(led: Ledger) -> list[str]:
+    with led._db.transaction(write=False) as cur:
+        cur.execute('SELECT * FROM "outputs" LIMIT 0')
+        return [d[0] for d in cur.description]
+
+
+def _age(led: Ledger) -> str:
+    """Make the live set look like version 1 left it: no layout record, outputs with a
+    ``tx_state`` column, and rows this version would not have written (here: none at all)."""
+    live = _live(led)
+    with led._db.transaction(write=True) as cur:
+        cur.execute(f'DELETE FROM "{LAYOUT_TABLE}"')
+        cur.execute(f'ALTER TABLE "{live}outputs" ADD COLUMN "tx_state" VARCHAR(16)')
+        cur.execute(f'DELETE FROM "{live}outputs"')
+    return live
+
+
+def test_an_old_layout_is_rebuilt_on_open_and_a_current_one_is_left_alone(ledger_url: str
+                                                                           ) -> None:
+    with Ledger.open(ledger_url) as led:
+        world = World(led)
+        world.mine_empty(2)
+        funds = world.fund("alice", [40_000, 30_000])
+        world.fund("bob", [5_000])
+        raw, _ = world.spend("alice", "rent", [funds[0]], [(25_000, world.script()),
+                                                           (15_000, None)])
+        led.sign_action("alice", "rent", raw_tx=raw)
+        expected, head = _answers(led), led.head_position()
+        old_live = _age(led)
+        assert led.list_outputs("alice", spendable=None).items == [], "the aged set is stale"
+
+    with Ledger.open(ledger_url) as led:
+        assert _answers(led) == expected, "rebuilt from the log on open"
+        assert led.head_position() == head, "the log is unchanged"
+        assert _live(led) != old_live, "the rebuilt set was swapped in"
+        assert "tx_state" not in _output_columns(led)
+        with led._db.transaction(write=False) as cur:
+            assert layout_version(cur, led._db.dialect, _live(led)) == LAYOUT_VERSION
+        assert led.verify_projections().ok
+        world.ledger = led
+        world.fund("bob", [7_000])  # inline writes work on the new tables
+        assert led.balance("bob").spendable == 12_000
+        live = _live(led)
+
+    with Ledger.open(ledger_url) as led:
+        assert _live(led) == live, "a current layout is not rebuilt again"
+        assert led.verify_projections().ok
+
+
+def test_a_fresh_ledger_records_its_layout(ledger_url: str) -> None:
+    with Ledger.open(ledger_url) as led, led._db.transaction(write=False) as cur:
+        live = read_pointer(cur)[0]
+        assert layout_version(cur, led._db.dialect, live) == LAYOUT_VERSION
