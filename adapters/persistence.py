@@ -8,10 +8,13 @@ SQLite file, deleted on close) and ``postgresql://user[:password]@host[:port]/db
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import sqlite3
 import tempfile
+import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from ledger.errors import StorageError
+from ledger.errors import ConcurrencyConflict, StorageError
 from projections.inline import StaleDecision
 
 MAX_URL_CHARS = 2_000
@@ -234,20 +237,74 @@ def setup_lock(config: StorageConfig) -> Iterator[None]:
     if config.kind != "postgresql":
         yield
         return
+    conn = _pg_session(config)
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_PG_CREATE_TABLE_LOCK,))
+        yield
+    finally:
+        conn.close()
+
+
+REBUILD_LOCK_WAIT_S = 1_800.0
+"""How long an open waits for another process's rebuild of the same database to finish."""
+_REBUILD_LOCK_POLL_S = 0.05
+_PG_REBUILD_LOCK_CLASS = 727_274
+
+
+@contextmanager
+def rebuild_lock(config: StorageConfig, *, wait: bool) -> Iterator[None]:
+    """One projection rebuild per database at a time, across processes; the lock ends with its
+    holder, even one killed with ``kill -9``. ``wait``: block until the holder is done (at most
+    :data:`REBUILD_LOCK_WAIT_S`); otherwise raise :class:`ConcurrencyConflict` at once.
+
+    SQLite: an advisory ``flock`` on ``DBFILE.rebuild-lock`` beside the database (never on the
+    database file itself: SQLite's own POSIX locks would be lost when that descriptor closed).
+    PostgreSQL: a session advisory lock keyed on the schema.
+    """
+    if config.kind == "memory":  # private to one Ledger
+        yield
+        return
+    deadline = time.monotonic() + (REBUILD_LOCK_WAIT_S if wait else 0.0)
+    if config.kind == "sqlite":
+        with open(config.env["SQLITE_DBNAME"] + ".rebuild-lock", "a+b") as file:
+            while True:
+                try:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    _wait_or_refuse(deadline, config)
+            yield
+        return
+    conn = _pg_session(config)
+    try:
+        key = zlib.crc32(str(config.extra.get("schema", "public")).encode()) & 0x7FFF_FFFF
+        while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                               (_PG_REBUILD_LOCK_CLASS, key)).fetchone()[0]:  # type: ignore[index]
+            _wait_or_refuse(deadline, config)
+        yield
+    finally:
+        conn.close()
+
+
+def _wait_or_refuse(deadline: float, config: StorageConfig) -> None:
+    if time.monotonic() >= deadline:
+        raise ConcurrencyConflict(
+            f"another process is rebuilding the projections of {config.display}; "
+            "run this again when it has finished")
+    time.sleep(_REBUILD_LOCK_POLL_S)
+
+
+def _pg_session(config: StorageConfig) -> psycopg.Connection[Any]:
+    """An autocommit session of its own (for session-scoped advisory locks)."""
     env = config.env
     try:
-        conn = psycopg.connect(
+        return psycopg.connect(
             dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"],
             port=int(env["POSTGRES_PORT"]), user=env["POSTGRES_USER"],
             password=env["POSTGRES_PASSWORD"] or None,
             connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True)
     except psycopg.Error as err:
         raise StorageError(f"cannot open {config.display}: {first_line(err)}") from None
-    try:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_PG_CREATE_TABLE_LOCK,))
-        yield
-    finally:
-        conn.close()
 
 
 @dataclass

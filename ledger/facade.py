@@ -21,6 +21,7 @@ from adapters.persistence import (
     StorageConfig,
     first_line,
     parse_url,
+    rebuild_lock,
     setup_lock,
 )
 from ledger import gc_pause
@@ -32,6 +33,7 @@ from ledger.application import (
 )
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS
 from ledger.errors import (
+    ConcurrencyConflict,
     InvalidInput,
     InvalidProof,
     InvalidTransaction,
@@ -72,7 +74,7 @@ from projections import queries, replay
 from projections.db import Database, make_engine
 from projections.inline import InlineProjection
 from projections.schema import LAYOUT_VERSION
-from projections.tables import ensure_tables, layout_version, set_mode
+from projections.tables import ensure_tables, layout_version, read_pointer, set_mode
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -277,8 +279,8 @@ class Ledger(LedgerView):
                                         settings=Settings(max_reorg_depth_blocks))
                 log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
                 db = Database(engine)
-                live, stored_mode = ensure_tables(db)
-                _relayout(db, log, live)
+                _, stored_mode = ensure_tables(db)
+                _relayout(config, db, log)
             ledger = cls(config, app, engine, log, mode or stored_mode, reads)
             schema = config.extra.get("schema")
             hook: InlineHook = InlineProjection(
@@ -479,8 +481,11 @@ class Ledger(LedgerView):
     @_storage_errors
     def rebuild_projections(self, progress: replay.Progress | None = None) -> RebuildReport:
         """Rebuild every projection from zero beside the live tables, then swap them in."""
-        with gc_pause.paused():
-            events, seconds, position = replay.rebuild(self._db, self._log, progress)
+        try:
+            with rebuild_lock(self._config, wait=False), gc_pause.paused():
+                events, seconds, position = replay.rebuild(self._db, self._log, progress)
+        except replay.RebuildRaced as err:  # a rebuild by a process that took no lock
+            raise ConcurrencyConflict(str(err)) from None
         return RebuildReport(events=events, seconds=seconds, position=position)
 
     @_storage_errors
@@ -500,11 +505,18 @@ class Ledger(LedgerView):
         return self._log.head()
 
 
-def _relayout(db: Database, log: StoreLog, live: str) -> None:
+def _relayout(config: StorageConfig, db: Database, log: StoreLog) -> None:
     """Projection tables laid out by another version of the ledger are rebuilt from the log
-    before anything reads or writes them (the log itself is never changed)."""
+    before anything reads or writes them (the log itself is never changed). Processes opening
+    the same old database at once rebuild it once: the others wait, then find it current."""
+    if _live_layout(db) == LAYOUT_VERSION:
+        return
+    with rebuild_lock(config, wait=True):
+        if _live_layout(db) != LAYOUT_VERSION:
+            with gc_pause.paused():
+                replay.rebuild(db, log)
+
+
+def _live_layout(db: Database) -> int | None:
     with db.transaction(write=False) as cur:
-        version = layout_version(cur, db.dialect, live)
-    if version != LAYOUT_VERSION:
-        with gc_pause.paused():
-            replay.rebuild(db, log)
+        return layout_version(cur, db.dialect, read_pointer(cur)[0])

@@ -55,6 +55,10 @@ MAX_REBUILD_KEPT_ROWS = 200_000
 MAX_DIFFERENCES = 1_000
 _PG_CATCHUP_LOCK = 727_274_002
 
+class RebuildRaced(Exception):
+    """Another rebuild swapped its table set in while this one was building (nothing swapped)."""
+
+
 Progress = Callable[[int, int], None]
 """``progress(events_done, events_total)``."""
 
@@ -177,7 +181,9 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
     with db.transaction(write=True) as cur:
         log.lock_writers(cur)
         live_now, _ = read_pointer(cur)
-        assert live_now == live, "another rebuild swapped meanwhile"
+        if live_now != live:
+            raise RebuildRaced("another rebuild swapped in its tables while this one was "
+                               "building; the projections are rebuilt (check with verify)")
         while _apply_page(cur, _statements(db)[target], log, CATCHUP_PAGE_EVENTS):
             pass
         swap_to(cur, target)
@@ -303,4 +309,5 @@ def scratch_engine(store: MemoryRowStore) -> Engine:
     return engine
 
 
-__all__ = ["PRIMARY_KEYS", "EventLog", "catch_up", "fold", "rebuild", "scratch_engine", "verify"]
+__all__ = ["PRIMARY_KEYS", "EventLog", "RebuildRaced", "catch_up", "fold", "rebuild",
+           "scratch_engine", "verify"]

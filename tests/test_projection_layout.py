@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from adapters.world import World
 from ledger import Ledger
+from ledger.errors import ConcurrencyConflict
 from projections.schema import LAYOUT_TABLE, LAYOUT_VERSION
 from projections.tables import layout_version, read_pointer
 
@@ -75,3 +78,30 @@ def test_a_fresh_ledger_records_its_layout(ledger_url: str) -> None:
     with Ledger.open(ledger_url) as led, led._db.transaction(write=False) as cur:
         live = read_pointer(cur)[0]
         assert layout_version(cur, led._db.dialect, live) == LAYOUT_VERSION
+
+
+def test_one_rebuild_at_a_time_the_second_is_refused_and_changes_nothing(ledger_url: str
+                                                                          ) -> None:
+    """Two operators rebuild one database at once: two rebuilds filling the same idle table set
+    would destroy each other's rows (or the live ones). The second is refused with a typed,
+    retryable error; the first completes."""
+    with Ledger.open(ledger_url) as first, Ledger.open(ledger_url) as second:
+        world = World(first)
+        world.mine_empty(2)
+        world.fund("alice", [1_000, 2_000])
+        before = _live(first)
+        refused: list[str] = []
+
+        def progress(done: int, total: int) -> None:
+            if not refused:  # while the first rebuild folds the log
+                with pytest.raises(ConcurrencyConflict, match="another process is rebuilding"):
+                    second.rebuild_projections()
+                refused.append(_live(second))
+
+        report = first.rebuild_projections(progress=progress)
+        assert refused == [before], "the refused rebuild swapped nothing"
+        assert _live(first) != before and report.position == first.head_position()
+        assert first.verify_projections().ok
+        assert second.balance("alice").spendable == 3_000
+        second.rebuild_projections()  # and once the first is done, it runs
+        assert _live(second) == before and second.verify_projections().ok
