@@ -221,10 +221,13 @@ class SqlStatements:
         if len(key_columns) == 1:
             marks = ", ".join(self.ph for _ in range(count))
             return f"SELECT {cols} FROM {self.table(name)} WHERE {_q(key_columns[0])} IN ({marks})"
+        # A join, not ``(a, b) IN (VALUES ...)``: SQLite scans the whole table for a row-value
+        # IN list of two or more tuples, and looks each key up in the primary key for this.
+        cols = ", ".join(f"t.{_q(c)}" for c in self.read_cols[name])
         one = "(" + ", ".join(self.ph for _ in key_columns) + ")"
-        target = "(" + ", ".join(_q(c) for c in key_columns) + ")"
         values = ", ".join(one for _ in range(count))
-        return f"SELECT {cols} FROM {self.table(name)} WHERE {target} IN (VALUES {values})"
+        on = " AND ".join(f"t.{_q(c)} = k.column{i}" for i, c in enumerate(key_columns, 1))
+        return f"SELECT {cols} FROM (VALUES {values}) AS k JOIN {self.table(name)} AS t ON {on}"
 
     @functools.cache  # noqa: B019
     def insert(self, name: str) -> str:

@@ -11,6 +11,8 @@ from adapters import chainkit
 from adapters.world import World
 from ledger import InternalizeOutput, Ledger, NewOutput, ProcessingStatus, ProviderResult
 from projections import queries
+from projections.schema import PRIMARY_KEYS, build_schema
+from projections.stores import SqlStatements
 
 
 def _history(world: World) -> dict[str, str]:
@@ -105,6 +107,31 @@ class TestProjectionContract:
                 conn.execute(text("SET enable_seqscan = off"))
                 plan = " ".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")))
                 assert "ix_outputs_spendable" in plan and "Sort" not in plan, plan
+
+
+    @pytest.mark.parametrize(("table", "keys"), [("outputs", 3), ("actions", 1), ("actions", 300)])
+    def test_prefetch_by_composite_key_looks_each_key_up(self, led: Ledger, world: World,
+                                                         table: str, keys: int) -> None:
+        """A catch-up page or a bulk save prefetches hundreds of rows by (user, ...) keys: each
+        must be a primary-key lookup, never a scan of a table of millions of rows."""
+        _history(world)
+        dialect = led._db.dialect
+        statements = SqlStatements(build_schema("a_"), dialect)
+        sql = statements.select_keys(table, PRIMARY_KEYS[table], keys)
+        width = len(PRIMARY_KEYS[table])
+        params = [("alice" if i % width == 0 else 1 if (table, i % width) == ("outputs", 2)
+                   else "x") for i in range(keys * width)]
+        with led._db.transaction(write=False) as cur:
+            if dialect == "sqlite":
+                cur.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+                plan = " ".join(str(tuple(r)[-1]) for r in cur.fetchall())
+                assert "SEARCH t USING PRIMARY KEY" in plan and "SCAN t" not in plan, plan
+            else:
+                cur.execute("SET LOCAL enable_seqscan = off")
+                cur.execute(f"EXPLAIN {sql}", params)
+                plan = " ".join(str(next(iter(r.values())) if isinstance(r, dict) else r[0])
+                                for r in cur.fetchall())
+                assert "Index Scan" in plan and "Seq Scan on a_" not in plan, plan
 
 
 TRICKY_TAGS = ["café", 'say "hi"', "a_b", "axb", "Tip", "tip", "100%", "back\\slash"]
