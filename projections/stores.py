@@ -109,13 +109,28 @@ class MemoryRowStore:
 _to_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
-def _encode(column: str, value: Any) -> Any:
-    return _to_json(value) if column in JSON_COLUMNS else value
+@functools.cache
+def _row_encoder(cols: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """An encoder for rows of these columns: values in order, JSON columns as text."""
+    getter = operator.itemgetter(*cols)
+    json_at = tuple(i for i, c in enumerate(cols) if c in JSON_COLUMNS)
+    if len(cols) == 1:
+        return lambda row: (_to_json(row[cols[0]]) if json_at else row[cols[0]],)
+    if not json_at:
+        return lambda row: tuple(getter(row))
+
+    def encode(row: Row) -> tuple[Any, ...]:
+        values = list(getter(row))
+        for i in json_at:
+            values[i] = _to_json(values[i])
+        return tuple(values)
+
+    return encode
 
 
 def encode_row(row: Row, cols: Sequence[str]) -> tuple[Any, ...]:
     """Python row -> DB parameters (JSON columns as text)."""
-    return tuple([_to_json(row[c]) if c in JSON_COLUMNS else row[c] for c in cols])
+    return _row_encoder(tuple(cols))(row)
 
 
 def _split(values: Sequence[Any], cols: Sequence[str]) -> tuple[Row, dict[str, str]]:
@@ -461,29 +476,30 @@ class SqlRowStore:
         out: list[tuple[str, list[tuple[Any, ...]]]] = []
         for table, keys in self._dirty.items():
             cols, order = self._sql.cols[table], self._sql.read_order[table]
+            encode = _row_encoder(cols)
+            cache, stored_rows, absent = self._cache[table], self._stored[table], self._absent[table]
             fresh: list[tuple[Any, ...]] = []
             blind: list[tuple[Any, ...]] = []
             updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
             for key in keys:
-                row = self._cache[table][key]
+                row = cache[key]
                 assert row is not None
-                stored = self._stored[table].get(key)
-                if stored is not None:
-                    # A row as read knows which columns were assigned; a replacement row may
-                    # differ anywhere.
-                    candidates: Collection[str] = (
-                        row.assigned if isinstance(row, LazyRow) and row.snapshot is stored
-                        else row.keys())
-                    changed = tuple(sorted(
-                        (c for c in candidates if c in order
-                         and (c not in stored or (row[c] is not stored[c] and row[c] != stored[c]))),
-                        key=order.__getitem__))
-                    if changed:
-                        updates[changed].append((*(_encode(c, row[c]) for c in changed), *key))
-                elif key in self._absent[table]:
-                    fresh.append(encode_row(row, cols))
-                else:
-                    blind.append(encode_row(row, cols))
+                stored = stored_rows.get(key)
+                if stored is None:
+                    (fresh if key in absent else blind).append(encode(row))
+                    continue
+                # A row as read knows which columns were assigned; a replacement row may
+                # differ anywhere.
+                candidates: Collection[str] = (
+                    row.assigned if type(row) is LazyRow and row.snapshot is stored
+                    else row.keys())
+                changed = [c for c in candidates if c in order and (
+                    c not in stored or (row[c] is not stored[c] and row[c] != stored[c]))]
+                if changed:
+                    changed.sort(key=order.__getitem__)
+                    updates[tuple(changed)].append(
+                        (*[_to_json(row[c]) if c in JSON_COLUMNS else row[c] for c in changed],
+                         *key))
             if fresh:
                 out.append((self._sql.insert(table), fresh))
             if blind:
@@ -491,14 +507,15 @@ class SqlRowStore:
             out += [(self._sql.update(table, changed), params) for changed, params in updates.items()]
         for table, rows in self._appended.items():
             if rows:
-                cols = self._sql.cols[table]
-                out.append((self._sql.insert(table), [encode_row(r, cols) for r in rows]))
+                encode = _row_encoder(self._sql.cols[table])
+                out.append((self._sql.insert(table), [encode(r) for r in rows]))
         for table, added in self._added.items():
             # A net-zero change still writes: a rebuild creates the row when first touched too.
+            counters = COUNTERS[table]
             grouped: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
             for key, deltas in added.items():
                 grouped[tuple(sorted(deltas))].append(
-                    (*key, *(deltas.get(c, 0) for c in COUNTERS[table])))
+                    (*key, *[deltas.get(c, 0) for c in counters]))
             out += [(self._sql.add(table, changed), params) for changed, params in grouped.items()]
         return out
 
