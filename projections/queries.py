@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, select, true
+from sqlalchemy import ColumnElement, Connection, Select, and_, false, func, select, text, true
 
 from ledger.rules import LISTED_CATEGORIES, OutputCategory
 from ledger.status import ProcessingStatus
@@ -20,7 +20,12 @@ from ledger.views import (
     Page,
     TransactionView,
 )
-from projections.schema import balance_columns, build_schema
+from projections.schema import (
+    FREQUENT_AUDIT_EVENTS,
+    RARE_AUDIT_EVENT,
+    balance_columns,
+    build_schema,
+)
 from projections.stores import decode_row
 
 VIEWS = build_schema("")
@@ -224,6 +229,8 @@ def audit_tail(conn: Connection, *, limit: int, event: str | None = None) -> lis
     query = select(_AUDIT)
     if event:
         query = query.where(_AUDIT.c.event == event)
+        if event not in FREQUENT_AUDIT_EVENTS:  # the rare-event index serves it
+            query = query.where(text(RARE_AUDIT_EVENT))
     query = query.order_by(_AUDIT.c.audit_id.desc()).limit(limit)
     return [_audit_entry(_decode(r, _AUDIT)) for r in conn.execute(query)]
 

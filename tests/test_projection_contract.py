@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from adapters import chainkit
 from adapters.world import World
 from ledger import InternalizeOutput, Ledger, NewOutput, ProcessingStatus, ProviderResult
 from projections import queries
-from projections.schema import PRIMARY_KEYS, build_schema
+from projections.schema import PRIMARY_KEYS, RARE_AUDIT_EVENT, build_schema
 from projections.stores import SqlStatements
 
 
@@ -108,6 +108,28 @@ class TestProjectionContract:
                 plan = " ".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")))
                 assert "ix_outputs_spendable" in plan and "Sort" not in plan, plan
 
+
+    def test_audit_tail_by_event_finds_every_kind_and_rare_ones_by_index(
+            self, led: Ledger, world: World) -> None:
+        _history(world)
+        everything = led.audit_tail(limit=1000)
+        names = {e.event for e in everything}
+        assert {"chain.block_disconnected", "action.aborted", "processing.changed"} <= names
+        for name in names:
+            assert led.audit_tail(limit=3, event=name) == \
+                [e for e in everything if e.event == name][:3], name
+        assert led.audit_tail(limit=3, event="no.such_event") == []
+        query = select(queries._AUDIT).where(
+            queries._AUDIT.c.event == "chain.block_disconnected",
+            text(RARE_AUDIT_EVENT)).order_by(queries._AUDIT.c.audit_id.desc()).limit(3)
+        with led._engine.connect() as conn:
+            sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            if conn.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            else:
+                conn.execute(text("SET enable_seqscan = off"))
+                plan = " ".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}")))
+            assert "ix_tx_audit_rare_event" in plan, plan
 
     @pytest.mark.parametrize(("table", "keys"), [("outputs", 3), ("actions", 1), ("actions", 300)])
     def test_prefetch_by_composite_key_looks_each_key_up(self, led: Ledger, world: World,
