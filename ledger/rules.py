@@ -99,6 +99,22 @@ def preserved_on_entry(
     return base_spendable(before, tip_height)
 
 
+_STANDING: dict[ProcessingStatus, tuple[bool, bool, bool, bool]] = {
+    state: (state in TOXIC_STATES, state in HIDDEN_STATES, state in PRESERVING_STATES,
+            state in SPENDABLE_STATES) for state in ProcessingStatus}
+"""All the spendability rule reads of a state: :func:`classify` and :func:`preserved_on_entry`
+only test membership of these four sets."""
+
+
+def outputs_unaffected(before: ProcessingStatus, after: ProcessingStatus) -> bool:
+    """A move ``before -> after`` changes neither the category nor the preserved value of any
+    output of the transaction, whatever the output's other facts (e.g. ``unconfirmed ->
+    confirmed``, ``queued -> sending``): the rule treats both states alike, and neither keeps a
+    preserved value."""
+    return (_STANDING[before] == _STANDING[after] and before not in PRESERVING_STATES
+            and after not in PRESERVING_STATES)
+
+
 def classify(facts: OutputFacts, tip_height: int | None) -> OutputCategory:
     """The one category of an output: the spendability rule of SPEC §4."""
     if facts.state in TOXIC_STATES:

@@ -19,6 +19,7 @@ from ledger.rules import (
     OutputFacts,
     classify,
     matures_at_height,
+    outputs_unaffected,
     preserved_on_entry,
 )
 from ledger.status import PRESERVING_STATES, ProcessingStatus, action_status
@@ -168,7 +169,8 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
     tx["state_position"] = pos
     store.put("transactions", tx)
     to_state, tip = S(e.to_state), tip_height(store)
-    for row in store.outputs_of_tx(e.txid):
+    for row in ([] if outputs_unaffected(S(e.from_state), to_state)
+                else store.outputs_of_tx(e.txid)):
         preserved = (preserved_on_entry(output_facts(row, e.from_state), to_state, tip)
                      if to_state in PRESERVING_STATES else None)
         if preserved != row["preserved"]:
@@ -500,8 +502,8 @@ class ReadPlan:
 
     keys: dict[str, set[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(set))
     """Exact primary keys per table."""
-    txids: set[str] = field(default_factory=set)
-    """Transactions whose output and action rows are wanted."""
+    txids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """Per table (``outputs``, ``actions``): transactions whose rows of it are wanted."""
     new_keys: dict[str, set[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(set))
     """Rows that cannot exist yet: their stream starts in this batch."""
     new_txids: set[str] = field(default_factory=set)
@@ -515,10 +517,11 @@ class ReadPlan:
             self.keys["transactions"].add((txid,))
 
 
-_TX_ROWS_WANTED = frozenset({"ledger.transaction.ProcessingChanged",
-                             "ledger.transaction.ProofRecorded",
+_OUTPUTS_WANTED = frozenset({"ledger.transaction.ProofRecorded",
                              "ledger.transaction.ProofInvalidated",
                              "ledger.action.ActionSigned"})
+"""Events whose handler reads the output rows of their transaction (besides state changes
+that may affect outputs, see :func:`ledger.rules.outputs_unaffected`)."""
 
 
 def read_plan(events: Sequence[Any]) -> ReadPlan:
@@ -536,8 +539,12 @@ def read_plan(events: Sequence[Any]) -> ReadPlan:
             plan.keys["actions"].add((e.user, e.reference))
             if txid is not None:
                 plan.keys["transactions"].add((txid,))
-        if topic in _TX_ROWS_WANTED:
-            plan.txids.add(str(txid))
+        if topic == "ledger.transaction.ProcessingChanged":
+            plan.txids["actions"].add(str(txid))
+            if not outputs_unaffected(S(e.from_state), S(e.to_state)):
+                plan.txids["outputs"].add(str(txid))
+        elif topic in _OUTPUTS_WANTED:
+            plan.txids["outputs"].add(str(txid))
         if topic == "ledger.transaction.TransactionCreated":
             plan.new_txids.add(e.txid)
             plan.new_keys["transactions"].add((e.txid,))

@@ -373,14 +373,15 @@ class SqlRowStore:
                 chunk = wanted[start:start + PREFETCH_CHUNK_KEYS]
                 params = tuple(v for k in chunk for v in k)
                 queries.append((table, self._sql.select_keys(table, pk, len(chunk)), params, chunk))
-        txids = sorted(plan.txids - self._loaded_txids["outputs"])
-        for start in range(0, len(txids), PREFETCH_CHUNK_KEYS):
-            some = txids[start:start + PREFETCH_CHUNK_KEYS]
-            for table in _BY_TXID:
+        wanted_txids = {table: sorted(plan.txids.get(table, set()) - self._loaded_txids[table])
+                        for table in _BY_TXID}
+        for table, txids in wanted_txids.items():
+            for start in range(0, len(txids), PREFETCH_CHUNK_KEYS):
+                some = txids[start:start + PREFETCH_CHUNK_KEYS]
                 queries.append((table, self._sql.select_keys(table, ("txid",), len(some)),
                                 tuple(some), []))
         results = self._run_reads(queries)
-        for table in _BY_TXID:
+        for table, txids in wanted_txids.items():
             self._loaded_txids[table].update(txids)
         return results[:len(also)]
 

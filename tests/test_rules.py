@@ -22,6 +22,7 @@ from ledger.rules import (
     is_mature,
     is_spendable,
     matures_at_height,
+    outputs_unaffected,
     preserved_on_entry,
     proof_state,
 )
@@ -502,3 +503,37 @@ def test_broadcast_outcome_never_moves_confirmed_or_failed(target: ProcessingSta
 )
 def test_proof_state(height: int, tip: int, expected: ProcessingStatus) -> None:
     assert proof_state(height, tip) is expected
+
+
+# --- which state changes leave every output alone (the projector skips their output rows) ---
+
+def _fact_grid(state: ProcessingStatus) -> list[OutputFacts]:
+    return [OutputFacts(state=state, is_coinbase=cb, matures_at_height=mat, script_known=known,
+                        reserved=res, spent=spent, quarantined=q, preserved_spendable=pres)
+            for cb, mat, known, res, spent, q, pres in itertools.product(
+                (False, True), (None, 150), (True, False), (False, True), (False, True),
+                (False, True), (None, False, True))]
+
+
+@pytest.mark.parametrize(("before", "after"), list(itertools.permutations(ALL_STATES, 2)))
+def test_outputs_unaffected_means_no_output_can_change(before: S, after: S) -> None:
+    """Positive space: a move the projector treats as touching no output row classifies every
+    possible output alike before and after, at every tip around a maturity boundary. Negative
+    space: any other move between two non-preserving states changes some output's category."""
+    differs = False
+    for facts, moved in zip(_fact_grid(before), _fact_grid(after), strict=True):
+        for tip in (None, 149, 150):
+            if classify(facts, tip) != classify(moved, tip):
+                differs = True
+    if outputs_unaffected(before, after):
+        assert not differs, (before, after)
+        assert before not in SPEC_PRESERVING and after not in SPEC_PRESERVING
+    elif before not in SPEC_PRESERVING and after not in SPEC_PRESERVING:
+        assert differs, f"{before} -> {after} could skip output rows"
+
+
+def test_the_moves_a_block_and_a_broadcast_make_touch_no_output() -> None:
+    assert outputs_unaffected(S.UNCONFIRMED, S.CONFIRMED)
+    assert outputs_unaffected(S.SENT, S.SEEN)
+    assert not outputs_unaffected(S.CONFIRMED, S.REORGING)
+    assert not outputs_unaffected(S.SENDING, S.INVALID)
