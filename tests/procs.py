@@ -20,7 +20,8 @@ sessions are gone, and check what a writer acknowledged against the reopened led
 Roles: ``race`` and ``open`` (reservation and open races), ``idem`` (idempotency race; can hold
 both racers right before their save), ``writer`` (create/sign/note/broadcast-or-abort loop,
 inline or catch-up mode), ``catchup`` (catch-up projector; small pages, follow mode, and a hold
-inside a page's open transaction to be killed there).
+inside a page's open transaction to be killed there), ``rebuild`` (a rebuild held still before
+its swap).
 """
 
 from __future__ import annotations
@@ -720,8 +721,28 @@ def role_catchup(args: dict[str, Any]) -> None:
     led.close()
 
 
+def role_rebuild(args: dict[str, Any]) -> None:
+    """Rebuild the projections when released, holding still inside the rebuild (after its
+    first progress report, before the swap) until released again."""
+    with _open(args["url"]) as led:
+        _say(kind="ready")
+        if not _await_go():
+            return
+        held: list[bool] = []
+
+        def progress(done: int, total: int) -> None:
+            if not held:
+                held.append(True)
+                _say(kind="holding")
+                _await_go()
+
+        report = led.rebuild_projections(progress=progress)
+        _say(kind="result", position=report.position)
+
+
 ROLES: dict[str, Callable[[dict[str, Any]], None]] = {
     "race": role_race, "open": role_open, "idem": role_idem, "writer": role_writer, "catchup": role_catchup,
+    "rebuild": role_rebuild,
 }
 
 

@@ -19,6 +19,7 @@ from procs import Child, barrier, dismiss
 from adapters import chainkit
 from adapters.world import World
 from ledger import (
+    ConcurrencyConflict,
     Ledger,
     NewOutput,
     Outpoint,
@@ -161,6 +162,31 @@ def test_processes_opening_one_database_at_once_all_succeed(race_url: str) -> No
     with Ledger.open(race_url) as led:
         World(led).mine_empty(2)
         assert led.verify_projections().ok
+
+
+@pytest.mark.slow
+def test_a_rebuild_in_another_process_holds_off_a_second_one(race_url: str) -> None:
+    """Two rebuilds would fill the same idle table set and destroy each other's rows. While a
+    rebuild runs in another process, this one is refused (typed, retryable) and changes
+    nothing; the first then swaps in a complete set; and once it is done, a rebuild runs."""
+    with Ledger.open(race_url) as led:
+        world = World(led)
+        world.mine_empty(2)
+        world.fund(USER, AMOUNTS[:5])
+        child = Child("rebuild", {"url": race_url})
+        try:
+            barrier([child])
+            child.expect("holding")
+            with pytest.raises(ConcurrencyConflict, match="another process is rebuilding"):
+                led.rebuild_projections()
+            child.send("go")
+            assert child.expect("result")["position"] == led.head_position()
+            assert child.wait() == 0
+        finally:
+            child.close()
+        assert led.verify_projections().ok
+        assert led.balance(USER).spendable == sum(AMOUNTS[:5])
+        assert led.rebuild_projections().position == led.head_position()
 
 
 # --- the three ways a reservation ends early (single process, both backends) --------------------
