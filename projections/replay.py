@@ -7,6 +7,7 @@ it on the live data.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -232,8 +233,9 @@ def _load_set(db: Database, prefix: str, store: MemoryRowStore) -> None:
                           *ddl_create_set(prefix, db.dialect, indexes=False)]:
             cur.execute(statement)
     for table in TABLE_NAMES:
-        key = PRIMARY_KEYS[table]
-        rows = sorted(store.all_rows(table), key=lambda row: tuple(row[c] for c in key))
+        rows = store.all_rows(table)
+        if table != "tx_audit":  # audit rows are appended in position (key) order already
+            rows.sort(key=operator.itemgetter(*PRIMARY_KEYS[table]))
         for start in range(0, len(rows), LOAD_PAGE_ROWS):
             with db.transaction(write=True) as cur:
                 bulk_insert(cur, statements, table, rows[start:start + LOAD_PAGE_ROWS])
