@@ -118,18 +118,49 @@ def _evidence(row: Row, what: str, position: int) -> None:
     row["evidence"] = {**row["evidence"], what: position}
 
 
+_last_iso: list[tuple[Any, str]] = [(None, "")]
+"""The last event timestamp formatted, with its text (an event's handler and its audit row both
+ask for it). One tuple, replaced whole: threads projecting at once never mix two."""
+
+
+def _iso(event: Any) -> str:
+    """The event's timestamp as ISO text."""
+    stamp = event.timestamp
+    last = _last_iso[0]
+    if last[0] is stamp:
+        return last[1]
+    text = stamp.isoformat()
+    _last_iso[0] = (stamp, text)
+    return str(text)
+
+
+_AUDIT_FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+"""Per event class: the fields an audit row keeps in ``details_json``, and the bulky ones among
+them it records by size only (every event of a class has the same fields)."""
+
+
+def _audit_fields(event: Any, values: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    found = _AUDIT_FIELDS.get(type(event))
+    if found is None:
+        kept = tuple(sorted(values.keys() - _BASE_FIELDS))
+        found = _AUDIT_FIELDS[type(event)] = (kept, tuple(f for f in kept if f in _BULKY_FIELDS))
+    return found
+
+
 def _audit(store: RowStore, position: int, event: Any, name: str, *, txid: str | None = None,
            user: str | None = None, reference: str | None = None,
            from_state: str | None = None, to_state: str | None = None) -> None:
-    details = {k: v for k, v in vars(event).items() if k not in _BASE_FIELDS}
-    for bulky in _BULKY_FIELDS & details.keys():
+    values = vars(event)
+    kept, bulky_fields = _audit_fields(event, values)
+    details = {k: values[k] for k in kept}
+    for bulky in bulky_fields:
         value = details.pop(bulky)
         if value is not None:
             details[f"{bulky}_bytes"] = len(value) // 2
     store.append("tx_audit", {
         "audit_id": position, "txid": txid, "user": user, "reference": reference,
         "event": name, "from_state": from_state, "to_state": to_state,
-        "details_json": details, "created_at": event.timestamp.isoformat(),
+        "details_json": details, "created_at": _iso(event),
     })
 
 
@@ -141,7 +172,7 @@ def _outpoint(text: str) -> tuple[str, int]:
 # --- transaction events ---------------------------------------------------------------------
 
 def _tx_created(store: RowStore, pos: int, e: Any) -> None:
-    at = e.timestamp.isoformat()
+    at = _iso(e)
     store.put("transactions", {
         "txid": e.txid, "state": e.state, "attempts": 0, "was_broadcast": False,
         "is_coinbase": e.is_coinbase, "height": None, "block_hash": None, "merkle_root": None,
@@ -163,7 +194,7 @@ def _tx_row(store: RowStore, txid: str, pos: int, at: str) -> Row:
 
 
 def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
-    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    tx = _tx_row(store, e.txid, pos, _iso(e))
     assert tx["state"] == e.from_state, (tx["state"], e.from_state)
     tx["state"] = e.to_state
     tx["state_position"] = pos
@@ -187,13 +218,13 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
 
 
 def _transition_rejected(store: RowStore, pos: int, e: Any) -> None:
-    store.put("transactions", _tx_row(store, e.txid, pos, e.timestamp.isoformat()))
+    store.put("transactions", _tx_row(store, e.txid, pos, _iso(e)))
     _audit(store, pos, e, "processing.rejected", txid=e.txid, from_state=e.from_state,
            to_state=e.to_state)
 
 
 def _provider_result(store: RowStore, pos: int, e: Any) -> None:
-    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    tx = _tx_row(store, e.txid, pos, _iso(e))
     if e.status in ("success", "seen"):
         tx["was_broadcast"] = True
     store.put("transactions", tx)
@@ -201,14 +232,14 @@ def _provider_result(store: RowStore, pos: int, e: Any) -> None:
 
 
 def _attempts(store: RowStore, pos: int, e: Any) -> None:
-    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    tx = _tx_row(store, e.txid, pos, _iso(e))
     tx["attempts"] = e.attempts
     store.put("transactions", tx)
     _audit(store, pos, e, "attempts.incremented", txid=e.txid)
 
 
 def _set_proof(store: RowStore, pos: int, e: Any, proof: tuple[int, str, str] | None) -> None:
-    tx = _tx_row(store, e.txid, pos, e.timestamp.isoformat())
+    tx = _tx_row(store, e.txid, pos, _iso(e))
     tx["height"], tx["block_hash"], tx["merkle_root"] = proof or (None, None, None)
     tx["proof_position"] = pos
     store.put("transactions", tx)
@@ -232,7 +263,7 @@ def _proof_invalidated(store: RowStore, pos: int, e: Any) -> None:
 
 
 def _note(store: RowStore, pos: int, e: Any) -> None:
-    store.put("transactions", _tx_row(store, e.txid, pos, e.timestamp.isoformat()))
+    store.put("transactions", _tx_row(store, e.txid, pos, _iso(e)))
     _audit(store, pos, e, "history.note", txid=e.txid)
 
 
