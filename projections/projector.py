@@ -99,7 +99,11 @@ def _tx_state(store: RowStore, txid: str) -> str:
 
 def _refresh(store: RowStore, row: Row, position: int, tip: int | None, state: str) -> None:
     """Classify a changed output row (its transaction in ``state``) and write it."""
-    category = classify(output_facts(row, state), tip)
+    _store_output(store, row, position, classify(output_facts(row, state), tip))
+
+
+def _store_output(store: RowStore, row: Row, position: int, category: OutputCategory) -> None:
+    """Write a changed output row in ``category``, moving its value between balance buckets."""
     before = row["category"]
     if before != category.value:
         satoshis, outputs = balance_columns(category.value)
@@ -204,11 +208,12 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
                 else store.outputs_of_tx(e.txid)):
         preserved = (preserved_on_entry(output_facts(row, e.from_state), to_state, tip)
                      if to_state in PRESERVING_STATES else None)
-        if preserved != row["preserved"]:
+        moved = preserved != row["preserved"]
+        if moved:
             row["preserved"] = preserved
-        elif classify(output_facts(row, e.to_state), tip).value == row["category"]:
-            continue  # the row holds nothing the new state changes
-        _refresh(store, row, pos, tip, e.to_state)
+        category = classify(output_facts(row, e.to_state), tip)
+        if moved or category.value != row["category"]:  # else the row holds nothing it changes
+            _store_output(store, row, pos, category)
     for action in store.actions_of_tx(e.txid):
         action["status"] = action_status(to_state, aborted=bool(action["aborted"]))
         action["position"] = pos
