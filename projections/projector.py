@@ -122,20 +122,9 @@ def _evidence(row: Row, what: str, position: int) -> None:
     row["evidence"] = {**row["evidence"], what: position}
 
 
-_last_iso: list[tuple[Any, str]] = [(None, "")]
-"""The last event timestamp formatted, with its text (an event's handler and its audit row both
-ask for it). One tuple, replaced whole: threads projecting at once never mix two."""
-
-
 def _iso(event: Any) -> str:
     """The event's timestamp as ISO text."""
-    stamp = event.timestamp
-    last = _last_iso[0]
-    if last[0] is stamp:
-        return last[1]
-    text = stamp.isoformat()
-    _last_iso[0] = (stamp, text)
-    return str(text)
+    return str(event.timestamp.isoformat())
 
 
 _AUDIT_FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
