@@ -24,6 +24,8 @@ from projections.schema import (
 )
 
 MODES = ("inline", "catchup")
+_LAYOUT_DDL = (f'CREATE TABLE IF NOT EXISTS "{LAYOUT_TABLE}" ("prefix" VARCHAR(8) PRIMARY KEY, '
+               '"version" INTEGER NOT NULL)')
 _PG_SETUP_LOCK = 727_274_001
 
 
@@ -40,8 +42,7 @@ def ddl_create_set(prefix: str, dialect: Dialect, *, indexes: bool = True) -> li
     schema, dia = build_schema(prefix), _dialect(dialect)
     out = [str(CreateTable(table, if_not_exists=True).compile(dialect=dia))
            for table in schema.tables.values()]
-    out += [f'CREATE TABLE IF NOT EXISTS "{LAYOUT_TABLE}" ("prefix" VARCHAR(8) PRIMARY KEY, '
-            '"version" INTEGER NOT NULL)',
+    out += [_LAYOUT_DDL,
             f'INSERT INTO "{LAYOUT_TABLE}" ("prefix", "version") VALUES '
             f"('{prefix}', {LAYOUT_VERSION}) ON CONFLICT (\"prefix\") DO UPDATE SET "
             '"version" = excluded."version"']
@@ -50,25 +51,13 @@ def ddl_create_set(prefix: str, dialect: Dialect, *, indexes: bool = True) -> li
 
 def layout_version(cur: Any, dialect: Dialect, prefix: str) -> int | None:
     """The layout version set ``prefix`` was created under (None: before versions were kept)."""
-    if dialect == "postgresql":
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (LAYOUT_TABLE,))
-    else:
-        cur.execute("SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    (LAYOUT_TABLE,))
-    if not _scalar(cur.fetchall()):
-        return None
     ph = "%s" if dialect == "postgresql" else "?"
     cur.execute(f'SELECT "version" FROM "{LAYOUT_TABLE}" WHERE "prefix" = {ph}', (prefix,))
-    version = _scalar(cur.fetchall())
-    return None if version is None else int(version)
-
-
-def _scalar(rows: list[Any]) -> Any:
-    """The first column of the first row (None: no rows)."""
+    rows = cur.fetchall()
     if not rows:
         return None
     row = rows[0]
-    return next(iter(row.values() if isinstance(row, dict) else row))
+    return int(row["version"] if isinstance(row, dict) else row[0])
 
 
 def ddl_create_indexes(prefix: str, dialect: Dialect) -> list[str]:
@@ -127,6 +116,7 @@ def ensure_tables(db: Database) -> tuple[str, str]:
         cur.execute(
             f'CREATE TABLE IF NOT EXISTS "{POINTER_TABLE}" ("id" INTEGER PRIMARY KEY, '
             '"active" VARCHAR(8) NOT NULL, "mode" VARCHAR(16) NOT NULL)')
+        cur.execute(_LAYOUT_DDL)  # a database from before layout versions lacks it
         cur.execute(f'SELECT "active", "mode" FROM "{POINTER_TABLE}" WHERE "id" = 1')
         if cur.fetchone() is None:
             prefix = SET_PREFIXES[0]

@@ -36,7 +36,7 @@ def _age(led: Ledger) -> str:
     ``tx_state`` column, and rows this version would not have written (here: none at all)."""
     live = _live(led)
     with led._db.transaction(write=True) as cur:
-        cur.execute(f'DELETE FROM "{LAYOUT_TABLE}"')
+        cur.execute(f'DROP TABLE "{LAYOUT_TABLE}"')  # as before versions were kept
         cur.execute(f'ALTER TABLE "{live}outputs" ADD COLUMN "tx_state" VARCHAR(16)')
         cur.execute(f'DELETE FROM "{live}outputs"')
     return live
