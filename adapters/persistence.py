@@ -278,8 +278,11 @@ def rebuild_lock(config: StorageConfig, *, wait: bool) -> Iterator[None]:
     conn = _pg_session(config)
     try:
         key = zlib.crc32(str(config.extra.get("schema", "public")).encode()) & 0x7FFF_FFFF
-        while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                               (_PG_REBUILD_LOCK_CLASS, key)).fetchone()[0]:  # type: ignore[index]
+        while True:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                               (_PG_REBUILD_LOCK_CLASS, key)).fetchone()
+            if got is not None and got[0]:
+                break
             _wait_or_refuse(deadline, config)
         yield
     finally:
