@@ -564,8 +564,11 @@ class SqlRowStore:
 
 def bulk_insert(cursor: Any, sql: SqlStatements, table: str, rows: Iterable[Row],
                 page_rows: int = 5_000) -> int:
-    """Insert rows into an empty table in pages; returns the count."""
+    """Insert rows into an empty table; returns the count. PostgreSQL streams them through one
+    ``COPY`` (about ten times the rate of batched INSERTs); SQLite inserts them in pages."""
     encode = _row_encoder(sql.cols[table])
+    if sql.dialect == "postgresql":
+        return _copy_rows(cursor, sql, table, (encode(row) for row in rows))
     statement = sql.insert(table)
     count = 0
     page: list[tuple[Any, ...]] = []
@@ -580,3 +583,13 @@ def bulk_insert(cursor: Any, sql: SqlStatements, table: str, rows: Iterable[Row]
         count += len(page)
     return count
 
+
+def _copy_rows(cursor: Any, sql: SqlStatements, table: str,
+               values: Iterable[tuple[Any, ...]]) -> int:
+    cols = ", ".join(_q(c) for c in sql.cols[table])
+    count = 0
+    with cursor.copy(f"COPY {sql.table(table)} ({cols}) FROM STDIN") as copy:
+        for row in values:
+            copy.write_row(row)
+            count += 1
+    return count
