@@ -27,6 +27,9 @@ from projections.schema import balance_columns
 
 Row = dict[str, Any]
 S = ProcessingStatus
+_state: Callable[[str], ProcessingStatus] = {s.value: s for s in S}.__getitem__
+"""A stored state's status (a dict lookup: ``S(value)`` goes through the enum machinery, a
+microsecond a call on this path)."""
 
 _BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic",
                           "txid", "user", "reference", "from_state", "to_state"})
@@ -80,7 +83,7 @@ def output_facts(row: Row, state: str) -> OutputFacts:
     the row does not hold: a state change that leaves an output's category alone writes no
     output row)."""
     return OutputFacts(
-        state=S(state),
+        state=_state(state),
         is_coinbase=bool(row["is_coinbase"]),
         matures_at_height=row["matures_at_height"],
         script_known=row["locking_script"] is not None,
@@ -140,9 +143,11 @@ def _audit_fields(event: Any, values: dict[str, Any]) -> tuple[tuple[str, ...], 
     return found
 
 
-def _audit(store: RowStore, position: int, event: Any, name: str, *, txid: str | None = None,
-           user: str | None = None, reference: str | None = None,
-           from_state: str | None = None, to_state: str | None = None) -> None:
+def audit_row(position: int, event: Any, action_txid: ActionTxid) -> Row:
+    """The ``tx_audit`` row of one event: what it is, whom it concerns, and its fields (bulky
+    ones by size only). A function of the event alone, except for the txid of an action's
+    abort or retake, which ``action_txid`` answers from the action's earlier events."""
+    name, subject = AUDITS[type(event).TOPIC]
     values = vars(event)
     kept, bulky_fields = _audit_fields(event, values)
     details = {k: values[k] for k in kept}
@@ -150,11 +155,9 @@ def _audit(store: RowStore, position: int, event: Any, name: str, *, txid: str |
         value = details.pop(bulky)
         if value is not None:
             details[f"{bulky}_bytes"] = len(value) // 2
-    store.append("tx_audit", {
-        "audit_id": position, "txid": txid, "user": user, "reference": reference,
-        "event": name, "from_state": from_state, "to_state": to_state,
-        "details_json": details, "created_at": _iso(event),
-    })
+    return {"audit_id": position, "txid": None, "user": None, "reference": None, "event": name,
+            "from_state": None, "to_state": None, **subject(event, action_txid),
+            "details_json": details, "created_at": _iso(event)}
 
 
 def _outpoint(text: str) -> tuple[str, int]:
@@ -174,8 +177,6 @@ def _tx_created(store: RowStore, pos: int, e: Any) -> None:
         "position": pos, "state_position": pos, "proof_position": None,
         "created_at": at, "updated_at": at,
     })
-    _audit(store, pos, e, "transaction.created", txid=e.txid, user=e.origin_user,
-           reference=e.origin_reference, to_state=e.state)
 
 
 def _tx_row(store: RowStore, txid: str, pos: int, at: str) -> Row:
@@ -192,8 +193,8 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
     tx["state"] = e.to_state
     tx["state_position"] = pos
     store.put("transactions", tx)
-    to_state, tip = S(e.to_state), tip_height(store)
-    for row in ([] if outputs_unaffected(S(e.from_state), to_state)
+    to_state, tip = _state(e.to_state), tip_height(store)
+    for row in ([] if outputs_unaffected(_state(e.from_state), to_state)
                 else store.outputs_of_tx(e.txid)):
         preserved = (preserved_on_entry(output_facts(row, e.from_state), to_state, tip)
                      if to_state in PRESERVING_STATES else None)
@@ -207,14 +208,10 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
         action["status"] = action_status(to_state, aborted=bool(action["aborted"]))
         action["position"] = pos
         store.put("actions", action)
-    _audit(store, pos, e, "processing.changed", txid=e.txid, from_state=e.from_state,
-           to_state=e.to_state)
 
 
 def _transition_rejected(store: RowStore, pos: int, e: Any) -> None:
     store.put("transactions", _tx_row(store, e.txid, pos, _iso(e)))
-    _audit(store, pos, e, "processing.rejected", txid=e.txid, from_state=e.from_state,
-           to_state=e.to_state)
 
 
 def _provider_result(store: RowStore, pos: int, e: Any) -> None:
@@ -222,14 +219,12 @@ def _provider_result(store: RowStore, pos: int, e: Any) -> None:
     if e.status in ("success", "seen"):
         tx["was_broadcast"] = True
     store.put("transactions", tx)
-    _audit(store, pos, e, "broadcast.result", txid=e.txid)
 
 
 def _attempts(store: RowStore, pos: int, e: Any) -> None:
     tx = _tx_row(store, e.txid, pos, _iso(e))
     tx["attempts"] = e.attempts
     store.put("transactions", tx)
-    _audit(store, pos, e, "attempts.incremented", txid=e.txid)
 
 
 def _set_proof(store: RowStore, pos: int, e: Any, proof: tuple[int, str, str] | None) -> None:
@@ -248,17 +243,14 @@ def _set_proof(store: RowStore, pos: int, e: Any, proof: tuple[int, str, str] | 
 
 def _proof_recorded(store: RowStore, pos: int, e: Any) -> None:
     _set_proof(store, pos, e, (e.height, e.block_hash, e.merkle_root))
-    _audit(store, pos, e, "proof.recorded", txid=e.txid)
 
 
 def _proof_invalidated(store: RowStore, pos: int, e: Any) -> None:
     _set_proof(store, pos, e, None)
-    _audit(store, pos, e, "proof.invalidated", txid=e.txid)
 
 
 def _note(store: RowStore, pos: int, e: Any) -> None:
     store.put("transactions", _tx_row(store, e.txid, pos, _iso(e)))
-    _audit(store, pos, e, "history.note", txid=e.txid)
 
 
 # --- action events --------------------------------------------------------------------------
@@ -281,7 +273,6 @@ def _action_created(store: RowStore, pos: int, e: Any) -> None:
     for label in e.labels:
         store.append("action_labels", {"user": e.user, "label": label,
                                        "reference": e.reference, "created_position": pos})
-    _audit(store, pos, e, "action.created", user=e.user, reference=e.reference)
 
 
 def _spent_rows(store: RowStore, user: str, outpoints: Iterable[str]) -> list[Row]:
@@ -304,7 +295,6 @@ def _inputs_reserved(store: RowStore, pos: int, e: Any) -> None:
         row["spender_reference"] = e.reference
         _evidence(row, "spender", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
-    _audit(store, pos, e, "action.inputs_reserved", user=e.user, reference=e.reference)
 
 
 def _new_output_row(user: str, txid: str, out: dict[str, Any], tx: Row, pos: int) -> Row:
@@ -344,7 +334,7 @@ def _action_signed(store: RowStore, pos: int, e: Any) -> None:
     tx = store.get("transactions", (e.txid,))
     assert tx is not None
     action["txid"] = e.txid
-    action["status"] = action_status(S(tx["state"]))
+    action["status"] = action_status(_state(tx["state"]))
     store.put("actions", action)
     _add_outputs(store, pos, e.user, e.txid, own_outputs(action["outputs"]))
     tip = tip_height(store)
@@ -353,7 +343,6 @@ def _action_signed(store: RowStore, pos: int, e: Any) -> None:
             row["spender_txid"] = e.txid
             _evidence(row, "spender", pos)
             _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
-    _audit(store, pos, e, "action.signed", txid=e.txid, user=e.user, reference=e.reference)
 
 
 def _release(store: RowStore, pos: int, e: Any, outpoints: Iterable[str]) -> None:
@@ -372,13 +361,10 @@ def _action_aborted(store: RowStore, pos: int, e: Any) -> None:
     action["status"] = action_status(None, aborted=True)
     store.put("actions", action)
     _release(store, pos, e, e.released)
-    _audit(store, pos, e, "action.aborted", txid=action["txid"], user=e.user,
-           reference=e.reference)
 
 
 def _inputs_released(store: RowStore, pos: int, e: Any) -> None:
     _release(store, pos, e, e.outpoints)
-    _audit(store, pos, e, "action.inputs_released", user=e.user, reference=e.reference)
 
 
 def _inputs_quarantined(store: RowStore, pos: int, e: Any) -> None:
@@ -387,7 +373,6 @@ def _inputs_quarantined(store: RowStore, pos: int, e: Any) -> None:
         row["quarantined"] = True
         _evidence(row, "quarantine", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
-    _audit(store, pos, e, "action.inputs_quarantined", user=e.user, reference=e.reference)
 
 
 def _inputs_retaken(store: RowStore, pos: int, e: Any) -> None:
@@ -399,8 +384,6 @@ def _inputs_retaken(store: RowStore, pos: int, e: Any) -> None:
         row["quarantined"] = False
         _evidence(row, "spender", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
-    _audit(store, pos, e, "action.inputs_retaken", txid=action["txid"], user=e.user,
-           reference=e.reference)
 
 
 def _outputs_internalized(store: RowStore, pos: int, e: Any) -> None:
@@ -408,13 +391,11 @@ def _outputs_internalized(store: RowStore, pos: int, e: Any) -> None:
     tx = store.get("transactions", (e.txid,))
     assert tx is not None
     action["txid"] = e.txid
-    action["status"] = action_status(S(tx["state"]))
+    action["status"] = action_status(_state(tx["state"]))
     action["satoshis_delta"] += satoshis_delta(e.outputs, ())
     action["outputs"] = [*action["outputs"], *e.outputs]
     store.put("actions", action)
     _add_outputs(store, pos, e.user, e.txid, e.outputs)
-    _audit(store, pos, e, "action.internalized", txid=e.txid, user=e.user,
-           reference=e.reference)
 
 
 def _labels_added(store: RowStore, pos: int, e: Any) -> None:
@@ -425,7 +406,6 @@ def _labels_added(store: RowStore, pos: int, e: Any) -> None:
         store.append("action_labels", {"user": e.user, "label": label,
                                        "reference": e.reference,
                                        "created_position": action["created_position"]})
-    _audit(store, pos, e, "action.labels_added", user=e.user, reference=e.reference)
 
 
 # --- chain events ---------------------------------------------------------------------------
@@ -443,24 +423,16 @@ def _block_connected(store: RowStore, pos: int, e: Any) -> None:
     store.put("headers", {"hash": e.hash, "height": e.height, "prev_hash": e.prev_hash,
                           "merkle_root": e.merkle_root, "active": True, "position": pos})
     _move_tip(store, pos, e.height)
-    _audit(store, pos, e, "chain.block_connected")
 
 
 def _block_disconnected(store: RowStore, pos: int, e: Any) -> None:
     store.put("headers", {"hash": e.hash, "height": e.height, "prev_hash": e.prev_hash,
                           "merkle_root": e.merkle_root, "active": False, "position": pos})
     _move_tip(store, pos, e.height - 1)
-    _audit(store, pos, e, "chain.block_disconnected")
 
 
-def _audit_only(name: str, key: Callable[[Any], dict[str, Any]] | None = None) -> Handler:
-    def handler(store: RowStore, pos: int, e: Any) -> None:
-        _audit(store, pos, e, name, **(key(e) if key else {}))
-    return handler
-
-
-def _outpoint_txid(e: Any) -> dict[str, Any]:
-    return {"txid": _outpoint(e.outpoint)[0]}
+def _no_rows(store: RowStore, pos: int, e: Any) -> None:
+    """Events only the audit table shows."""
 
 
 HANDLERS: dict[str, Handler] = {
@@ -481,26 +453,128 @@ HANDLERS: dict[str, Handler] = {
     "ledger.action.InputsQuarantined": _inputs_quarantined,
     "ledger.action.InputsRetaken": _inputs_retaken,
     "ledger.action.LabelsAdded": _labels_added,
-    "ledger.chain.ChainStarted": _audit_only("chain.started"),
+    "ledger.chain.ChainStarted": _no_rows,
     "ledger.chain.BlockConnected": _block_connected,
     "ledger.chain.BlockDisconnected": _block_disconnected,
-    "ledger.reservation.OutpointReserved": _audit_only("reservation.reserved", _outpoint_txid),
-    "ledger.reservation.OutpointRetaken": _audit_only("reservation.reserved", _outpoint_txid),
-    "ledger.reservation.OutpointReleased": _audit_only("reservation.released", _outpoint_txid),
-    "ledger.reservation.OutpointQuarantined": _audit_only("reservation.quarantined",
-                                                          _outpoint_txid),
-    "ledger.idempotency.KeyUsed": _audit_only("idempotency.key_used"),
+    "ledger.reservation.OutpointReserved": _no_rows,
+    "ledger.reservation.OutpointRetaken": _no_rows,
+    "ledger.reservation.OutpointReleased": _no_rows,
+    "ledger.reservation.OutpointQuarantined": _no_rows,
+    "ledger.idempotency.KeyUsed": _no_rows,
 }
 
 
-def apply_event(store: RowStore, position: int, event: Any) -> None:
+AUDIT_ONLY_TOPICS = frozenset(t for t, handler in HANDLERS.items() if handler is _no_rows)
+"""Events that change no table but ``tx_audit`` (a fold without audit rows need not decode them)."""
+
+ActionTxid = Callable[[str, str], str | None]
+"""``action_txid(user, reference)``: the txid an action signed or internalized, if any."""
+Subject = Callable[[Any, ActionTxid], dict[str, Any]]
+
+
+def _tx(e: Any, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": e.txid}
+
+
+def _tx_move(e: Any, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": e.txid, "from_state": e.from_state, "to_state": e.to_state}
+
+
+def _tx_created_subject(e: Any, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": e.txid, "user": e.origin_user, "reference": e.origin_reference,
+            "to_state": e.state}
+
+
+def _action(e: Any, _: ActionTxid) -> dict[str, Any]:
+    return {"user": e.user, "reference": e.reference}
+
+
+def _action_tx(e: Any, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": e.txid, "user": e.user, "reference": e.reference}
+
+
+def _action_earlier_tx(e: Any, action_txid: ActionTxid) -> dict[str, Any]:
+    return {"txid": action_txid(e.user, e.reference), "user": e.user, "reference": e.reference}
+
+
+def _nobody(e: Any, _: ActionTxid) -> dict[str, Any]:
+    return {}
+
+
+def _outpoint_tx(e: Any, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": _outpoint(e.outpoint)[0]}
+
+
+AUDITS: dict[str, tuple[str, Subject]] = {
+    "ledger.transaction.TransactionCreated": ("transaction.created", _tx_created_subject),
+    "ledger.transaction.ProcessingChanged": ("processing.changed", _tx_move),
+    "ledger.transaction.TransitionRejected": ("processing.rejected", _tx_move),
+    "ledger.transaction.ProviderResultRecorded": ("broadcast.result", _tx),
+    "ledger.transaction.AttemptsIncremented": ("attempts.incremented", _tx),
+    "ledger.transaction.ProofRecorded": ("proof.recorded", _tx),
+    "ledger.transaction.ProofInvalidated": ("proof.invalidated", _tx),
+    "ledger.transaction.NoteRecorded": ("history.note", _tx),
+    "ledger.action.ActionCreated": ("action.created", _action),
+    "ledger.action.InputsReserved": ("action.inputs_reserved", _action),
+    "ledger.action.ActionSigned": ("action.signed", _action_tx),
+    "ledger.action.ActionAborted": ("action.aborted", _action_earlier_tx),
+    "ledger.action.OutputsInternalized": ("action.internalized", _action_tx),
+    "ledger.action.InputsReleased": ("action.inputs_released", _action),
+    "ledger.action.InputsQuarantined": ("action.inputs_quarantined", _action),
+    "ledger.action.InputsRetaken": ("action.inputs_retaken", _action_earlier_tx),
+    "ledger.action.LabelsAdded": ("action.labels_added", _action),
+    "ledger.chain.ChainStarted": ("chain.started", _nobody),
+    "ledger.chain.BlockConnected": ("chain.block_connected", _nobody),
+    "ledger.chain.BlockDisconnected": ("chain.block_disconnected", _nobody),
+    "ledger.reservation.OutpointReserved": ("reservation.reserved", _outpoint_tx),
+    "ledger.reservation.OutpointRetaken": ("reservation.reserved", _outpoint_tx),
+    "ledger.reservation.OutpointReleased": ("reservation.released", _outpoint_tx),
+    "ledger.reservation.OutpointQuarantined": ("reservation.quarantined", _outpoint_tx),
+    "ledger.idempotency.KeyUsed": ("idempotency.key_used", _nobody),
+}
+"""Per topic: the audit row's event name, and whom the event concerns."""
+assert AUDITS.keys() == HANDLERS.keys(), "every projected event has an audit row"
+
+ACTION_TXID_TOPICS = frozenset({"ledger.action.ActionSigned", "ledger.action.OutputsInternalized"})
+"""Events whose ``txid`` becomes their action's txid (their handlers set ``actions.txid``)."""
+
+
+class AuditFold:
+    """Audit rows of a log read in order, without the other tables: the one fact an audit row
+    takes from earlier events (an action's txid) is kept here. Used to load ``tx_audit`` beside
+    the rest of a rebuild; :func:`apply_event` makes the same rows from the action rows."""
+
+    def __init__(self) -> None:
+        self._txids: dict[tuple[str, str], str] = {}
+
+    def row(self, position: int, event: Any) -> Row:
+        if type(event).TOPIC in ACTION_TXID_TOPICS:
+            self._txids[(event.user, event.reference)] = event.txid
+        return audit_row(position, event, self._action_txid)
+
+    def _action_txid(self, user: str, reference: str) -> str | None:
+        return self._txids.get((user, reference))
+
+
+def _stored_action_txid(store: RowStore) -> ActionTxid:
+    def action_txid(user: str, reference: str) -> str | None:
+        row = store.get("actions", (user, reference))
+        return None if row is None else row["txid"]
+    return action_txid
+
+
+def apply_event(store: RowStore, position: int, event: Any, *, audit: bool = True) -> None:
     """Apply one event at its log position, without recording the position (a batch records
-    its last one, see :func:`project_batch`). Unknown topics are an error, never skipped."""
+    its last one, see :func:`project_batch`). Unknown topics are an error, never skipped.
+    ``audit=False`` leaves out its ``tx_audit`` row (a rebuild loads those beside the rest,
+    see :class:`AuditFold`)."""
     topic = type(event).TOPIC
     handler = HANDLERS.get(topic)
     if handler is None:
         raise KeyError(f"no projection for event topic {topic!r}")
     handler(store, position, event)
+    if audit:
+        store.append("tx_audit", audit_row(position, event, _stored_action_txid(store)))
 
 
 def record_position(store: RowStore, position: int) -> None:
@@ -508,11 +582,12 @@ def record_position(store: RowStore, position: int) -> None:
     _set_meta(store, "position", position)
 
 
-def project_batch(store: RowStore, items: Iterable[tuple[int, Any]]) -> int:
+def project_batch(store: RowStore, items: Iterable[tuple[int, Any]], *,
+                  audit: bool = True) -> int:
     """Apply events in log order and record the last position; returns how many."""
     count, last = 0, None
     for position, event in items:
-        apply_event(store, position, event)
+        apply_event(store, position, event, audit=audit)
         count, last = count + 1, position
     if last is not None:
         record_position(store, last)
@@ -566,7 +641,7 @@ def read_plan(events: Sequence[Any]) -> ReadPlan:
                 plan.keys["transactions"].add((txid,))
         if topic == "ledger.transaction.ProcessingChanged":
             plan.txids["actions"].add(str(txid))
-            if not outputs_unaffected(S(e.from_state), S(e.to_state)):
+            if not outputs_unaffected(_state(e.from_state), _state(e.to_state)):
                 plan.txids["outputs"].add(str(txid))
         elif topic in _OUTPUTS_WANTED:
             plan.txids["outputs"].add(str(txid))
