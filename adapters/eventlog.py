@@ -15,10 +15,14 @@ class StoreLog:
         self._mapper = mapper
         self._dialect = dialect
 
-    def read(self, after: int, limit: int) -> list[tuple[int, Any]]:
+    def read(self, after: int, limit: int, skip: frozenset[str] = frozenset()
+             ) -> list[tuple[int, Any]]:
         found = self._recorder.select_notifications(start=after, limit=limit,
                                                     inclusive_of_start=False)
-        return [(n.id, self._mapper.to_domain_event(n)) for n in found]
+        decode = self._mapper.to_domain_event
+        if skip:
+            return [(n.id, None if n.topic in skip else decode(n)) for n in found]
+        return [(n.id, decode(n)) for n in found]
 
     def head(self) -> int:
         return int(self._recorder.max_notification_id() or 0)

@@ -14,6 +14,7 @@ from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from adapters.audit_loader import ForkedAuditLoader, forking_available
 from adapters.eventlog import BsvCodec, SqlReadModel, StoreLog
 from adapters.persistence import (
     DRIVER_ERRORS,
@@ -483,10 +484,32 @@ class Ledger(LedgerView):
         """Rebuild every projection from zero beside the live tables, then swap them in."""
         try:
             with rebuild_lock(self._config, wait=False), gc_pause.paused():
-                events, seconds, position = replay.rebuild(self._db, self._log, progress)
+                events, seconds, position = replay.rebuild(
+                    self._db, self._log, progress, audit_loader=self._audit_loader())
         except replay.RebuildRaced as err:  # a rebuild by a process that took no lock
             raise ConcurrencyConflict(str(err)) from None
+        except replay.AuditLoadFailed as err:
+            raise StorageError(f"rebuild stopped, nothing swapped: {err}") from None
         return RebuildReport(events=events, seconds=seconds, position=position)
+
+    def _audit_loader(self) -> replay.AuditLoader | None:
+        """A second process for the audit table of a rebuild, where one can be forked."""
+        if not forking_available():
+            return None
+        config = self._config
+
+        def opener() -> tuple[Database, replay.EventLog, Callable[[], None]]:
+            engine = make_engine(config.sqlalchemy_url)
+            app = LedgerApplication(config.env, codec=BsvCodec(),
+                                    read_model=SqlReadModel(engine))
+
+            def close() -> None:
+                app.close()
+                engine.dispose()
+            return Database(engine), StoreLog(app.recorder, app.mapper,
+                                              dialect=config.dialect), close
+
+        return ForkedAuditLoader(opener)
 
     @_storage_errors
     def verify_projections(self) -> DriftReport:

@@ -19,6 +19,8 @@ from sqlalchemy.pool import StaticPool
 from ledger import gc_pause
 from projections.db import Database
 from projections.projector import (
+    AUDIT_ONLY_TOPICS,
+    AuditFold,
     apply_event,
     meta_value,
     project_batch,
@@ -54,10 +56,39 @@ page by page into the idle table set."""
 REBUILD_PAGE_EVENTS = 10_000
 MAX_REBUILD_KEPT_ROWS = 200_000
 MAX_DIFFERENCES = 1_000
+PARALLEL_AUDIT_MIN_EVENTS = 50_000
+"""Logs from this long on have their ``tx_audit`` loaded by an :class:`AuditLoader` (another
+process) while the rebuild folds the other tables; shorter ones are rebuilt in one pass."""
+AUDIT_PAGE_ROWS = 20_000
+"""Audit rows per write transaction of :func:`load_audit` (short, so SQLite's one writer
+lock alternates with the rebuild's own loads)."""
 _PG_CATCHUP_LOCK = 727_274_002
 
 class RebuildRaced(Exception):
     """Another rebuild swapped its table set in while this one was building (nothing swapped)."""
+
+
+class AuditLoadFailed(Exception):
+    """The audit load beside a rebuild failed or stopped (nothing swapped)."""
+
+
+class AuditLoad(Protocol):
+    """A running :func:`load_audit`."""
+
+    def wait(self) -> int:
+        """Block until it is done: rows loaded, or :class:`AuditLoadFailed`."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop it, loading nothing more (the rebuild failed)."""
+        ...
+
+
+class AuditLoader(Protocol):
+    """Starts :func:`load_audit` of set ``prefix`` up to position ``upto`` elsewhere (another
+    process: the audit table is half the rows of a rebuild, and a second core loads it)."""
+
+    def start(self, prefix: str, upto: int) -> AuditLoad: ...
 
 
 Progress = Callable[[int, int], None]
@@ -67,7 +98,11 @@ Progress = Callable[[int, int], None]
 class EventLog(Protocol):
     """The event store as the projections read it: decoded events in position order."""
 
-    def read(self, after: int, limit: int) -> list[tuple[int, Any]]: ...
+    def read(self, after: int, limit: int, skip: frozenset[str] = frozenset()
+             ) -> list[tuple[int, Any]]:
+        """Up to ``limit`` events after position ``after``; those whose topic is in ``skip``
+        come back as ``None`` (not decoded)."""
+        ...
     def head(self) -> int: ...
     def lock_writers(self, cursor: Any) -> None: ...
 
@@ -76,11 +111,13 @@ def _statements(db: Database) -> dict[str, SqlStatements]:
     return {p: SqlStatements(build_schema(p), db.dialect) for p in SET_PREFIXES}
 
 
-def iterate(log: EventLog, *, after: int = 0, upto: int | None = None) -> Iterator[tuple[int, Any]]:
-    """Events with ``after < position <= upto`` in order, read in pages."""
+def iterate(log: EventLog, *, after: int = 0, upto: int | None = None,
+            skip: frozenset[str] = frozenset()) -> Iterator[tuple[int, Any]]:
+    """Events with ``after < position <= upto`` in order, read in pages (``None`` for those of
+    the topics in ``skip``)."""
     position = after
     while True:
-        page = log.read(after=position, limit=READ_PAGE_EVENTS)
+        page = log.read(after=position, limit=READ_PAGE_EVENTS, skip=skip)
         for pos, event in page:
             if upto is not None and pos > upto:
                 return
@@ -91,21 +128,25 @@ def iterate(log: EventLog, *, after: int = 0, upto: int | None = None) -> Iterat
 
 
 def fold(log: EventLog, *, upto: int | None = None, until: datetime | None = None,
-         progress: Progress | None = None) -> tuple[MemoryRowStore, int, int]:
-    """Project the log (up to a position or a time) into memory: (store, events, last position)."""
+         progress: Progress | None = None, audit: bool = True
+         ) -> tuple[MemoryRowStore, int, int]:
+    """Project the log (up to a position or a time) into memory: (store, events, last position);
+    ``audit=False`` leaves ``tx_audit`` empty."""
     with gc_pause.paused():
-        return _fold(log, upto=upto, until=until, progress=progress)
+        return _fold(log, upto=upto, until=until, progress=progress, audit=audit)
 
 
 def _fold(log: EventLog, *, upto: int | None, until: datetime | None,
-          progress: Progress | None) -> tuple[MemoryRowStore, int, int]:
+          progress: Progress | None, audit: bool) -> tuple[MemoryRowStore, int, int]:
     store = MemoryRowStore()
     total = log.head() if progress else 0
     count = last = 0
-    for pos, event in iterate(log, upto=upto):
-        if until is not None and event.timestamp > until:
-            break
-        apply_event(store, pos, event)
+    skip = frozenset() if audit else AUDIT_ONLY_TOPICS
+    for pos, event in iterate(log, upto=upto, skip=skip):
+        if event is not None:
+            if until is not None and event.timestamp > until:
+                break
+            apply_event(store, pos, event, audit=audit)
         count, last = count + 1, pos
         if progress and count % 10_000 == 0:
             progress(count, total)
@@ -153,32 +194,48 @@ def _project_page(cur: Any, statements: SqlStatements, log: EventLog, page_event
     return _project_items(store, log.read(after=position, limit=page_events))
 
 
-def _project_items(store: SqlRowStore, items: list[tuple[int, Any]]) -> int:
+def _project_items(store: SqlRowStore, items: list[tuple[int, Any]], *,
+                   audit: bool = True) -> int:
     """One page through a SQL store: its rows read in a burst, projected, written back."""
     store.prefetch(read_plan([e for _, e in items]))
-    project_batch(store, items)
+    project_batch(store, items, audit=audit)
     store.flush()
     return len(items)
 
 
 def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
-            max_fold_events: int | None = None) -> tuple[int, float, int]:
+            max_fold_events: int | None = None,
+            audit_loader: AuditLoader | None = None) -> tuple[int, float, int]:
     """Blue/green: build the idle table set from the log, catch it up with writers held, swap
     it live in one transaction, empty the old set. Returns (events, seconds, position).
 
     A log of up to ``max_fold_events`` (default :data:`MAX_FOLD_EVENTS`) is folded in memory
     and bulk-loaded (fastest); a longer one is projected into the idle set page by page, so
-    memory stays bounded whatever the log's length."""
+    memory stays bounded whatever the log's length. From :data:`PARALLEL_AUDIT_MIN_EVENTS`
+    events on, ``audit_loader`` loads ``tx_audit`` meanwhile."""
     started = time.perf_counter()
     with db.transaction(write=False) as cur:
         live, _ = read_pointer(cur)
     target = other_prefix(live)
     limit = MAX_FOLD_EVENTS if max_fold_events is None else max_fold_events
-    if log.head() <= limit:
-        store, count, last = fold(log, progress=progress)
-        _load_set(db, target, store)
-    else:
-        count, last = _build_by_pages(db, log, target, progress)
+    upto = log.head()
+    in_memory = upto <= limit
+    _empty_set(db, target, indexes=not in_memory)
+    job = (audit_loader.start(target, upto)
+           if audit_loader is not None and upto >= PARALLEL_AUDIT_MIN_EVENTS else None)
+    try:
+        if in_memory:
+            store, count, last = fold(log, upto=upto, progress=progress, audit=job is None)
+            _load_set(db, target, store, [t for t in TABLE_NAMES
+                                          if job is None or t != "tx_audit"])
+        else:
+            count, last = _build_by_pages(db, log, target, progress, upto, audit=job is None)
+        if job is not None:
+            job.wait()
+    except BaseException:
+        if job is not None:
+            job.cancel()
+        raise
     with db.transaction(write=True) as cur:
         log.lock_writers(cur)
         live_now, _ = read_pointer(cur)
@@ -191,32 +248,35 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
         position = meta_value(SqlRowStore(cur, _statements(db)[target]), "position") or 0
     # Empty the old set but keep it: a writer that last saw it live reads it (and the pointer)
     # in one burst before it learns of the swap, so its tables must always exist.
-    with db.transaction(write=True) as cur:
-        for statement in [*ddl_drop_set(live, db.dialect), *ddl_create_set(live, db.dialect)]:
-            cur.execute(statement)
+    _empty_set(db, live, indexes=True)
     return count, time.perf_counter() - started, max(position, last)
 
 
-def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress | None
-                    ) -> tuple[int, int]:
-    """Project the whole log into the emptied set ``prefix``, ``REBUILD_PAGE_EVENTS`` per
-    transaction, keeping at most ``MAX_REBUILD_KEPT_ROWS`` rows between pages."""
-    statements = SqlStatements(build_schema(prefix), db.dialect)
+def _empty_set(db: Database, prefix: str, *, indexes: bool) -> None:
     with db.transaction(write=True) as cur:
-        for statement in [*ddl_drop_set(prefix, db.dialect), *ddl_create_set(prefix, db.dialect)]:
+        for statement in [*ddl_drop_set(prefix, db.dialect),
+                          *ddl_create_set(prefix, db.dialect, indexes=indexes)]:
             cur.execute(statement)
-    total = log.head()
+
+
+def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress | None,
+                    upto: int, *, audit: bool) -> tuple[int, int]:
+    """Project the log up to ``upto`` into the emptied set ``prefix``, ``REBUILD_PAGE_EVENTS``
+    per transaction, keeping at most ``MAX_REBUILD_KEPT_ROWS`` rows between pages."""
+    statements = SqlStatements(build_schema(prefix), db.dialect)
+    total = upto
     count = last = 0
     kept: SqlRowStore | None = None
     with gc_pause.paused():
-        while True:
+        while last < upto:
             with db.transaction(write=True) as cur:
                 store = SqlRowStore(cur, statements) if kept is None else kept
                 store.rebind(cur)
-                items = log.read(after=last, limit=REBUILD_PAGE_EVENTS)
+                items = [(p, e) for p, e in log.read(after=last, limit=REBUILD_PAGE_EVENTS)
+                         if p <= upto]
                 if not items:
                     break
-                count += _project_items(store, items)
+                count += _project_items(store, items, audit=audit)
                 last = items[-1][0]
             kept = store if store.cached_rows <= MAX_REBUILD_KEPT_ROWS else None
             if progress:
@@ -224,24 +284,56 @@ def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress
     return count, last
 
 
-def _load_set(db: Database, prefix: str, store: MemoryRowStore) -> None:
-    """Fill the idle set: bare tables, rows in key order (appends to each b-tree), then the
-    secondary indexes built once over the loaded rows."""
+def _load_set(db: Database, prefix: str, store: MemoryRowStore, tables: list[str]) -> None:
+    """Fill ``tables`` of the emptied idle set: rows in key order (appends to each b-tree),
+    then their secondary indexes built once over the loaded rows."""
     statements = SqlStatements(build_schema(prefix), db.dialect)
-    with db.transaction(write=True) as cur:
-        for statement in [*ddl_drop_set(prefix, db.dialect),
-                          *ddl_create_set(prefix, db.dialect, indexes=False)]:
-            cur.execute(statement)
-    for table in TABLE_NAMES:
+    pages: list[tuple[str, list[dict[str, Any]]]] = []  # each at most LOAD_PAGE_ROWS
+    for table in tables:
         rows = store.all_rows(table)
         if table != "tx_audit":  # audit rows are appended in position (key) order already
             rows.sort(key=operator.itemgetter(*PRIMARY_KEYS[table]))
-        for start in range(0, len(rows), LOAD_PAGE_ROWS):
-            with db.transaction(write=True) as cur:
-                bulk_insert(cur, statements, table, rows[start:start + LOAD_PAGE_ROWS])
+        pages += [(table, rows[i:i + LOAD_PAGE_ROWS]) for i in range(0, len(rows), LOAD_PAGE_ROWS)]
+    # Few transactions, each up to LOAD_PAGE_ROWS rows of any tables, the indexes in the last:
+    # on SQLite every write transaction may first wait for an audit load's page (load_audit).
+    while True:
+        with db.transaction(write=True) as cur:
+            rows_in_transaction = 0
+            while pages and rows_in_transaction + len(pages[0][1]) <= LOAD_PAGE_ROWS:
+                table, page = pages.pop(0)
+                rows_in_transaction += bulk_insert(cur, statements, table, page)
+            if not pages:
+                for statement in ddl_create_indexes(prefix, db.dialect, tables):
+                    cur.execute(statement)
+                return
+
+
+def load_audit(db: Database, log: EventLog, prefix: str, upto: int, *,
+               wanted: Callable[[], bool] = lambda: True) -> int:
+    """Fill ``tx_audit`` of the emptied idle set ``prefix`` from the log up to ``upto``, then
+    build its indexes; returns the rows loaded. ``wanted()`` is asked inside every write
+    transaction: once it says no, nothing more is written (:class:`AuditLoadFailed`)."""
+    statements = SqlStatements(build_schema(prefix), db.dialect)
+    audit, rows, count = AuditFold(), [], 0
+
+    def write(page: list[dict[str, Any]]) -> int:
+        with db.transaction(write=True) as cur:
+            if not wanted():
+                raise AuditLoadFailed("the rebuild this audit load was part of has ended")
+            return bulk_insert(cur, statements, "tx_audit", page)
+
+    with gc_pause.paused():
+        for pos, event in iterate(log, upto=upto):
+            rows.append(audit.row(pos, event))
+            if len(rows) >= AUDIT_PAGE_ROWS:
+                count, rows = count + write(rows), []
+        count += write(rows) if rows else 0
     with db.transaction(write=True) as cur:
-        for statement in ddl_create_indexes(prefix, db.dialect):
+        if not wanted():
+            raise AuditLoadFailed("the rebuild this audit load was part of has ended")
+        for statement in ddl_create_indexes(prefix, db.dialect, ["tx_audit"]):
             cur.execute(statement)
+    return count
 
 
 def _normalized(table: str, rows: list[dict[str, Any]], cols: tuple[str, ...]
@@ -311,5 +403,5 @@ def scratch_engine(store: MemoryRowStore) -> Engine:
     return engine
 
 
-__all__ = ["PRIMARY_KEYS", "EventLog", "RebuildRaced", "catch_up", "fold", "rebuild",
-           "scratch_engine", "verify"]
+__all__ = ["PRIMARY_KEYS", "AuditLoad", "AuditLoadFailed", "AuditLoader", "EventLog",
+           "RebuildRaced", "catch_up", "fold", "load_audit", "rebuild", "scratch_engine", "verify"]

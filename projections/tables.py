@@ -8,6 +8,7 @@ the pointer in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -60,12 +61,13 @@ def layout_version(cur: Any, dialect: Dialect, prefix: str) -> int | None:
     return int(row["version"] if isinstance(row, dict) else row[0])
 
 
-def ddl_create_indexes(prefix: str, dialect: Dialect) -> list[str]:
-    """CREATE INDEX statements for one table set (idempotent)."""
+def ddl_create_indexes(prefix: str, dialect: Dialect,
+                       tables: Iterable[str] = TABLE_NAMES) -> list[str]:
+    """CREATE INDEX statements for one table set (idempotent), or for some of its tables."""
     schema, dia = build_schema(prefix), _dialect(dialect)
     return [str(CreateIndex(index, if_not_exists=True).compile(dialect=dia))
-            for table in schema.tables.values()
-            for index in sorted(table.indexes, key=lambda i: str(i.name))]
+            for name in tables
+            for index in sorted(schema.table(name).indexes, key=lambda i: str(i.name))]
 
 
 def ddl_drop_set(prefix: str, dialect: Dialect) -> list[str]:

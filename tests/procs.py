@@ -721,9 +721,29 @@ def role_catchup(args: dict[str, Any]) -> None:
     led.close()
 
 
+def _hold_audit_load(release_file: str) -> None:
+    """Make the audit load of a rebuild (forked from this process) stop after reading its first
+    event and before writing anything, until ``release_file`` exists."""
+    from projections import replay
+    unheld, rebuilder = replay.iterate, os.getpid()
+
+    def held(log: Any, **kwargs: Any) -> Any:
+        for n, item in enumerate(unheld(log, **kwargs)):
+            while n == 1 and os.getpid() != rebuilder and not os.path.exists(release_file):
+                time.sleep(0.01)  # a test's gate, opened by the parent
+            yield item
+
+    replay.PARALLEL_AUDIT_MIN_EVENTS = 0
+    replay.iterate = held  # the fork inherits it; the rebuild's own fold never holds
+
+
 def role_rebuild(args: dict[str, Any]) -> None:
     """Rebuild the projections when released, holding still inside the rebuild (after its
-    first progress report, before the swap) until released again."""
+    first progress report, before the swap) until released again. ``audit_release``: the
+    rebuild's audit table is loaded by a second process, which holds before its first write
+    until that file exists."""
+    if args.get("audit_release"):
+        _hold_audit_load(args["audit_release"])
     with _open(args["url"]) as led:
         _say(kind="ready")
         if not _await_go():
