@@ -11,6 +11,7 @@ from ledger.application import Broadcaster
 from ledger.errors import (
     BroadcastFailed,
     ChainDiscontinuity,
+    ChainTrackerUnavailable,
     ConcurrencyConflict,
     IdempotencyConflict,
     IllegalTransition,
@@ -27,6 +28,7 @@ from ledger.errors import (
 )
 from ledger.rules import ProviderStatus
 from ledger.status import TRANSITIONS, ProcessingStatus, can_transition
+from ledger.tracker import CHAIN_TRACKER_TIMEOUT_S, ChainTracker
 from ledger.values import BlockHeader, InternalizeOutput, NewOutput, Outpoint, ProviderResult
 from ledger.views import (
     ActionView,
@@ -57,8 +59,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "TRANSITIONS", "ActionView", "AuditEntry", "Balance", "BlockHeader", "BroadcastFailed",
-    "Broadcaster", "ChainDiscontinuity", "ChainUpdate", "ConcurrencyConflict", "DriftReport",
+    "CHAIN_TRACKER_TIMEOUT_S", "TRANSITIONS", "ActionView", "AuditEntry", "Balance",
+    "BlockHeader", "BroadcastFailed", "Broadcaster", "ChainDiscontinuity", "ChainTracker",
+    "ChainTrackerUnavailable", "ChainUpdate", "ConcurrencyConflict", "DriftReport",
     "Explanation", "IdempotencyConflict", "IllegalTransition", "InternalizeOutput", "InvalidInput",
     "InvalidProof", "InvalidTransaction", "Ledger", "LedgerError", "LedgerView", "NewOutput",
     "Outpoint", "OutputAlreadyReserved", "OutputNotSpendable", "OutputView", "Page",

@@ -25,6 +25,7 @@ from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment
 
 from ledger import gc_pause
+from ledger import tracker as tracker_calls
 from ledger.action import ActionAggregate
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS, ChainAggregate
 from ledger.errors import (
@@ -50,9 +51,16 @@ from ledger.identity import (
 )
 from ledger.reservation import ReservationAggregate
 from ledger.results import action_view, transaction_view
-from ledger.rules import ProviderStatus, broadcast_outcome, proof_state
+from ledger.rules import (
+    ProviderStatus,
+    broadcast_outcome,
+    proof_state,
+    tracker_depth_tip,
+    tracker_needs_height,
+)
 from ledger.status import TOXIC_STATES, ProcessingStatus
 from ledger.stream_cache import Attempt, Recheck, StreamCache
+from ledger.tracker import CHAIN_TRACKER_TIMEOUT_S, ChainTracker, TrackerVerdict
 from ledger.transaction import TransactionAggregate
 from ledger.values import InternalizeOutput, NewOutput, Outpoint, ProviderResult
 from ledger.views import ActionView, TransactionView
@@ -155,6 +163,7 @@ class Settings:
     """Ledger behaviour the caller chooses at open time."""
 
     max_reorg_depth_blocks: int = DEFAULT_MAX_REORG_DEPTH_BLOCKS
+    chain_tracker_timeout_s: float = CHAIN_TRACKER_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -173,8 +182,10 @@ class LedgerApplication(Application[UUID]):
     snapshotting_intervals = {ChainAggregate: 100}
 
     def __init__(self, env: Mapping[str, str], *, codec: Codec, read_model: ReadModel,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None,
+                 chain_tracker: ChainTracker | None = None) -> None:
         self.codec = codec
+        self.chain_tracker = chain_tracker
         self.read_model = read_model
         self.settings = settings or Settings()
         self._streams = StreamCache()
@@ -686,35 +697,90 @@ class LedgerApplication(Application[UUID]):
 
     # --- proofs and chain --------------------------------------------------------------------
 
-    def _validated_proof(self, txid: str, merkle_path: bytes,
-                         tx: TransactionAggregate | None) -> tuple[ParsedProof, dict[str, Any],
-                                                                   ProcessingStatus]:
+    def _ask_tracker(self, txid: str, merkle_path: bytes, *,
+                     must_exist: bool) -> TrackerVerdict | None:
+        """The chain tracker's verdict on a proof whose height the ledger has no active header
+        for, asked before the command runs (no lock is held across the network). None when the
+        ledger's own chain decides: no tracker, a header at that height, or a proof the command
+        refuses anyway (it does, with the errors it always gave). A tracker that rejects the
+        root raises InvalidProof; one that fails, ChainTrackerUnavailable (ADR 0008)."""
+        tracker = self.chain_tracker
+        if tracker is None:
+            return None
+        try:
+            proof = self.codec.parse_bump(merkle_path, txid)
+        except LedgerError:
+            return None
+        height = proof.block_height
+        if self.read_model.active_header(height) is not None:
+            return None  # the ledger's own header always wins
+        if must_exist and self._load(transaction_id(txid), TransactionAggregate,
+                                     fresh=True) is None:
+            return None  # UnknownTransaction, before anything asks the network
+        timeout_s = self.settings.chain_tracker_timeout_s
+        if not tracker_calls.is_valid_root(tracker, proof.merkle_root, height, timeout_s):
+            raise InvalidProof(
+                f"the proof's merkle root {proof.merkle_root} is not the root of the block at "
+                f"height {height}, says the chain tracker (the ledger has no header there)")
+        tracker_tip = None
+        if tracker_needs_height(height, self.read_model.tip_height()):
+            tracker_tip = tracker_calls.current_height(tracker, timeout_s)
+        return TrackerVerdict(height=height, merkle_root=proof.merkle_root,
+                              tracker_tip=tracker_tip)
+
+    def _validated_proof(self, txid: str, merkle_path: bytes, tx: TransactionAggregate | None,
+                         verdict: TrackerVerdict | None = None
+                         ) -> tuple[ParsedProof, str | None, ProcessingStatus, int | None]:
+        """(proof, block hash, target state, depth tip). The block hash is that of the ledger's
+        active header at the proof's height; None when the chain tracker's ``verdict``
+        validated the root instead, and then the depth tip is the tip that decided the state
+        (else None)."""
         proof = self.codec.parse_bump(merkle_path, txid)
-        header = self.read_model.active_header(proof.block_height)
+        height = proof.block_height
+        header = self.read_model.active_header(height)
         tip = self.read_model.tip_height()
-        if header is None or tip is None:
+        block_hash: str | None = None
+        depth_tip: int | None = None
+        if header is not None and tip is not None:
+            if height > tip:
+                raise InvalidProof(f"proof height {height} is above the chain tip {tip}")
+            if header["merkle_root"] != proof.merkle_root:
+                raise InvalidProof(
+                    f"the proof's merkle root {proof.merkle_root} is not the root of the active "
+                    f"block {header['hash']} at height {height}")
+            block_hash, decided_by = str(header["hash"]), tip
+        elif verdict is not None and (verdict.height, verdict.merkle_root) == (
+                height, proof.merkle_root):
+            depth_tip = tracker_depth_tip(height, tip, verdict.tracker_tip)
+            if depth_tip is None:
+                raise InvalidProof(
+                    f"the ledger's chain changed while the chain tracker checked the proof at "
+                    f"height {height}; retry")
+            if height > depth_tip:
+                raise InvalidProof(
+                    f"proof height {height} is above the chain tip {depth_tip} (the chain "
+                    "tracker's current height; the ledger has no header there)")
+            decided_by = depth_tip
+        else:
             raise InvalidProof(
-                f"no active header at height {proof.block_height}: apply the headers "
+                f"no active header at height {height}: apply the headers "
                 "up to that block first (apply_headers)")
-        if proof.block_height > tip:
-            raise InvalidProof(f"proof height {proof.block_height} is above the chain tip {tip}")
-        if header["merkle_root"] != proof.merkle_root:
-            raise InvalidProof(
-                f"the proof's merkle root {proof.merkle_root} is not the root of the active "
-                f"block {header['hash']} at height {proof.block_height}")
         if tx is not None and tx.is_coinbase and proof.leaf_offset != 0:
             raise InvalidProof(f"coinbase {txid} must be at offset 0, proof says "
                                f"{proof.leaf_offset}")
-        return proof, header, proof_state(proof.block_height, tip)
+        return proof, block_hash, proof_state(height, decided_by), depth_tip
 
     def record_proof(self, *, txid: str, merkle_path: bytes) -> TransactionView:
+        verdict = self._ask_tracker(txid, merkle_path, must_exist=True)
+
         def command(attempt: int) -> TransactionView:
             tx = self._tx(txid)
-            proof, header, target = self._validated_proof(txid, merkle_path, tx)
+            proof, block_hash, target, depth_tip = self._validated_proof(
+                txid, merkle_path, tx, verdict)
             rejection = tx.record_proof(
-                height=proof.block_height, block_hash=header["hash"],
+                height=proof.block_height, block_hash=block_hash,
                 merkle_root=proof.merkle_root, leaf_offset=proof.leaf_offset, bump=proof.bump,
-                target=target)
+                target=target, depth_tip=depth_tip)
             saved = self._save(tx)
             if rejection is not None:
                 raise rejection
@@ -789,6 +855,9 @@ class LedgerApplication(Application[UUID]):
         proof_bytes = parsed.proofs[subject.txid].bump if subject.txid in parsed.proofs else None
         known = self._load(transaction_id(subject.txid), TransactionAggregate, fresh=True)
         results: list[ProviderResult] = []
+        verdict = None
+        if known is None and proof_bytes is not None:
+            verdict = self._ask_tracker(subject.txid, proof_bytes, must_exist=False)
         if known is None and proof_bytes is None:
             results = broadcast_sequentially(broadcasters, beef, subject.txid)
             if not any(r.status in (ProviderStatus.SUCCESS, ProviderStatus.SEEN) for r in results):
@@ -805,7 +874,7 @@ class LedgerApplication(Application[UUID]):
                     output_count=len(subject.outputs),
                     input_beef=beef if proof_bytes is None else None)  # a proof needs no ancestry
                 if proof_bytes is not None:
-                    self._proof_for_new(tx, proof_bytes)
+                    self._proof_for_new(tx, proof_bytes, verdict)
                 elif results:
                     tx.record_broadcast([r.model_dump(mode="json") for r in results],
                                         broadcast_outcome([r.status for r in results]))
@@ -824,11 +893,12 @@ class LedgerApplication(Application[UUID]):
 
         return self.retrying(command)
 
-    def _proof_for_new(self, tx: TransactionAggregate, bump: bytes) -> None:
-        proof, header, target = self._validated_proof(tx.txid, bump, tx)
+    def _proof_for_new(self, tx: TransactionAggregate, bump: bytes,
+                       verdict: TrackerVerdict | None) -> None:
+        proof, block_hash, target, depth_tip = self._validated_proof(tx.txid, bump, tx, verdict)
         rejection = tx.record_proof(
-            height=proof.block_height, block_hash=header["hash"], merkle_root=proof.merkle_root,
-            leaf_offset=proof.leaf_offset, bump=proof.bump, target=target)
+            height=proof.block_height, block_hash=block_hash, merkle_root=proof.merkle_root,
+            leaf_offset=proof.leaf_offset, bump=proof.bump, target=target, depth_tip=depth_tip)
         assert rejection is None, "sent -> unconfirmed/confirmed is always legal"
 
 

@@ -78,6 +78,12 @@ class ChainDiscontinuity(LedgerError):
     """Headers connect to nothing the ledger knows, or reorganise deeper than the limit."""
 
 
+class ChainTrackerUnavailable(LedgerError):
+    """The injected chain tracker failed, timed out or answered nonsense while a proof for a
+    height the ledger has no header for was checked. Nothing was stored; the proof may be
+    valid: retry later, or apply the headers up to its block."""
+
+
 class BroadcastFailed(LedgerError):
     """Every broadcaster failed; for a third-party transaction nothing was stored."""
 
@@ -93,6 +99,7 @@ class StorageError(LedgerError):
 __all__ = [
     "BroadcastFailed",
     "ChainDiscontinuity",
+    "ChainTrackerUnavailable",
     "ConcurrencyConflict",
     "IdempotencyConflict",
     "IllegalTransition",

@@ -44,6 +44,12 @@ from ledger.errors import (
     UnknownTransaction,
 )
 from ledger.status import ACTION_STATUSES, ProcessingStatus, parse_status
+from ledger.tracker import (
+    CHAIN_TRACKER_TIMEOUT_S,
+    MAX_CHAIN_TRACKER_TIMEOUT_S,
+    ChainTracker,
+    check_tracker,
+)
 from ledger.values import (
     MAX_DETAILS_BYTES,
     MAX_INPUTS,
@@ -141,6 +147,25 @@ def _details(details: Any) -> dict[str, Any]:
         raise InvalidInput(f"details are {len(text)} bytes as JSON; at most {MAX_DETAILS_BYTES}")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+def _tracker(tracker: object) -> ChainTracker | None:
+    if tracker is None:
+        return None
+    try:
+        return check_tracker(tracker)
+    except TypeError as err:
+        raise InvalidInput(
+            f"chain_tracker must have is_valid_root_for_height(root, height) and "
+            f"current_height() (sync or async, like bsv-sdk's ChainTracker): {err}") from None
+
+
+def _timeout(seconds: object) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \
+            not 0 < seconds <= MAX_CHAIN_TRACKER_TIMEOUT_S:
+        raise InvalidInput("chain_tracker_timeout_s must be a number of seconds above 0 and at "
+                           f"most {MAX_CHAIN_TRACKER_TIMEOUT_S:g}")
+    return float(seconds)
 
 
 def _mode(mode: str | None) -> str | None:
@@ -264,12 +289,18 @@ class Ledger(LedgerView):
     @classmethod
     @_storage_errors
     def open(cls, url: str = DEFAULT_URL, *, projections: str | None = None,
-             max_reorg_depth_blocks: int = DEFAULT_MAX_REORG_DEPTH_BLOCKS) -> Ledger:
+             max_reorg_depth_blocks: int = DEFAULT_MAX_REORG_DEPTH_BLOCKS,
+             chain_tracker: ChainTracker | None = None,
+             chain_tracker_timeout_s: float = CHAIN_TRACKER_TIMEOUT_S) -> Ledger:
         """Open (creating if needed) the ledger at ``url``: ``sqlite:///PATH`` (default),
-        ``memory://`` or ``postgresql://USER@HOST:PORT/DBNAME``."""
+        ``memory://`` or ``postgresql://USER@HOST:PORT/DBNAME``. ``chain_tracker`` (sync or
+        async, e.g. bsv-sdk's ``ChainTracker``) validates proofs at heights the ledger has no
+        header for (ADR 0008)."""
         mode = _mode(projections)
         if not isinstance(max_reorg_depth_blocks, int) or not 1 <= max_reorg_depth_blocks <= 2000:
             raise InvalidInput("max_reorg_depth_blocks must be a whole number from 1 to 2000")
+        tracker = _tracker(chain_tracker)
+        timeout_s = _timeout(chain_tracker_timeout_s)
         config = parse_url(url)
         engine = make_engine(config.sqlalchemy_url)
         reads = make_engine(config.sqlalchemy_url, reads=True)
@@ -277,7 +308,8 @@ class Ledger(LedgerView):
             with setup_lock(config):  # first opens race to create tables, types, functions
                 app = LedgerApplication(config.env, codec=BsvCodec(),
                                         read_model=SqlReadModel(reads),
-                                        settings=Settings(max_reorg_depth_blocks))
+                                        settings=Settings(max_reorg_depth_blocks, timeout_s),
+                                        chain_tracker=tracker)
                 log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
                 db = Database(engine)
                 _, stored_mode = ensure_tables(db)

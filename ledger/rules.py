@@ -228,3 +228,21 @@ def proof_state(proof_height: int, tip_height: int) -> ProcessingStatus:
     """``unconfirmed`` at the tip, ``confirmed`` below it. Above the tip is the caller's refusal."""
     assert proof_height <= tip_height
     return S.UNCONFIRMED if proof_height == tip_height else S.CONFIRMED
+
+
+def tracker_depth_tip(proof_height: int, ledger_tip: int | None,
+                      tracker_tip: int | None) -> int | None:
+    """The tip that decides the depth of a proof the chain tracker validated (ADR 0008).
+
+    The ledger's own tip while the proof is at or below it (the ledger's chain is what promotes
+    and reorganises); the tracker's ``current_height()`` when the ledger has no tip or the
+    proof is above it. None: the tip that decides is not known (the caller refuses the proof).
+    """
+    if ledger_tip is not None and proof_height <= ledger_tip:
+        return ledger_tip
+    return tracker_tip
+
+
+def tracker_needs_height(proof_height: int, ledger_tip: int | None) -> bool:
+    """Whether :func:`tracker_depth_tip` will need the tracker's ``current_height()``."""
+    return ledger_tip is None or proof_height > ledger_tip

@@ -25,6 +25,9 @@ from ledger.status import (
 
 S = ProcessingStatus
 
+VERIFIED_BY_HEADERS = "headers"
+VERIFIED_BY_TRACKER = "chain_tracker"
+
 
 class TransactionAggregate(Aggregate):
     """State of one transaction: processing state, attempts, proof, notes count."""
@@ -99,17 +102,28 @@ class TransactionAggregate(Aggregate):
             agg.attempts = self.attempts
 
     class ProofRecorded(Event):
+        """``verified_by`` (v2): ``"headers"`` when the root matched the ledger's own active
+        header (``block_hash`` is that block's), ``"chain_tracker"`` when the injected chain
+        tracker vouched for it (``block_hash`` is None: the ledger never knew the block, see
+        ADR 0008)."""
+
         TOPIC = "ledger.transaction.ProofRecorded"
+        class_version = 2
         height: int
-        block_hash: str
+        block_hash: str | None
         merkle_root: str
         leaf_offset: int
         bump: str
+        verified_by: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["verified_by"] = VERIFIED_BY_HEADERS
 
         def apply(self, agg: TransactionAggregate) -> None:
             agg.proof = {"height": self.height, "block_hash": self.block_hash,
                          "merkle_root": self.merkle_root, "leaf_offset": self.leaf_offset,
-                         "bump": self.bump}
+                         "bump": self.bump, "verified_by": self.verified_by}
 
     class ProofInvalidated(Event):
         TOPIC = "ledger.transaction.ProofInvalidated"
@@ -220,21 +234,33 @@ class TransactionAggregate(Aggregate):
             self._move(step, reason="broadcast", provider=deciding.get("provider"),
                        provider_status=deciding.get("provider_status"))
 
-    def record_proof(self, *, height: int, block_hash: str, merkle_root: str, leaf_offset: int,
-                     bump: bytes, target: ProcessingStatus) -> IllegalTransition | None:
-        """Store a validated proof and move to ``target`` (``unconfirmed``/``confirmed``)."""
+    def record_proof(self, *, height: int, block_hash: str | None, merkle_root: str,
+                     leaf_offset: int, bump: bytes, target: ProcessingStatus,
+                     depth_tip: int | None = None) -> IllegalTransition | None:
+        """Store a validated proof and move to ``target`` (``unconfirmed``/``confirmed``).
+
+        ``block_hash`` None: the chain tracker validated the root (no block the ledger knows);
+        ``depth_tip`` is then the tip that decided ``target``, kept in the move's details.
+        """
         assert target in PROOF_STATES
+        assert (block_hash is None) == (depth_tip is not None)
         path = _proof_path(self.state, target)
         if path is None:
             self._emit(self.TransitionRejected, from_state=self.state.value,
                                to_state=target.value, reason="proof", actor=None)
             return IllegalTransition(self.txid, self.state, target, legal_next(self.state))
-        if self.proof is not None and self.proof["block_hash"] == block_hash and not path:
+        if self.proof is not None and self.proof["block_hash"] == block_hash and not path and (
+                block_hash is not None or self.proof["merkle_root"] == merkle_root):
             return None
+        verified_by = VERIFIED_BY_HEADERS if block_hash is not None else VERIFIED_BY_TRACKER
         self._emit(self.ProofRecorded, height=height, block_hash=block_hash,
-                           merkle_root=merkle_root, leaf_offset=leaf_offset, bump=bump.hex())
+                   merkle_root=merkle_root, leaf_offset=leaf_offset, bump=bump.hex(),
+                   verified_by=verified_by)
+        details: dict[str, Any] = {"height": height, "block_hash": block_hash}
+        if depth_tip is not None:
+            details |= {"verified_by": verified_by, "tip_height": depth_tip}
         for step in path:
-            self._move(step, reason="proof", details={"height": height, "block_hash": block_hash})
+            self._move(step, reason="proof", details=details)
         return None
 
     def invalidate_proof(self, *, block_hash: str, reason: str) -> bool:

@@ -28,12 +28,13 @@ class StaleDecision(Exception):
 
 def check_chain_invariants(store: SqlRowStore, events: Sequence[Any]) -> None:
     """Cross-stream invariants checked at commit, where appends are serialised: a proof is
-    anchored in an active block; a disconnected block keeps no proven transaction; no
-    ``unconfirmed`` transaction is left below the tip."""
+    anchored in an active block (unless a chain tracker validated it, ADR 0008); a disconnected
+    block keeps no proven transaction; no ``unconfirmed`` transaction is left below the tip."""
     connected = False
     for event in events:
         topic = type(event).TOPIC
-        if topic == _PROOF_RECORDED:
+        if topic == _PROOF_RECORDED and event.block_hash is not None:
+            # (None: a chain tracker vouched for the root of a block the ledger never knew)
             header = store.get("headers", (event.block_hash,))
             if header is None or not header["active"]:
                 raise StaleDecision(f"block {event.block_hash} is not on the active chain")

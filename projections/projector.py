@@ -227,7 +227,8 @@ def _attempts(store: RowStore, pos: int, e: Any) -> None:
     store.put("transactions", tx)
 
 
-def _set_proof(store: RowStore, pos: int, e: Any, proof: tuple[int, str, str] | None) -> None:
+def _set_proof(store: RowStore, pos: int, e: Any,
+               proof: tuple[int, str | None, str] | None) -> None:
     tx = _tx_row(store, e.txid, pos, _iso(e))
     tx["height"], tx["block_hash"], tx["merkle_root"] = proof or (None, None, None)
     tx["proof_position"] = pos
@@ -651,7 +652,8 @@ def read_plan(events: Sequence[Any]) -> ReadPlan:
         elif topic == "ledger.action.ActionCreated":
             plan.new_keys["actions"].add((e.user, e.reference))
         if topic == "ledger.transaction.ProofRecorded":
-            plan.keys["headers"].add((e.block_hash,))
+            if e.block_hash is not None:  # None: a chain tracker's proof (ADR 0008)
+                plan.keys["headers"].add((e.block_hash,))
         elif topic == "ledger.action.InputsReserved":
             plan.outpoints(e.user, (i["outpoint"] for i in e.inputs))
         elif topic == "ledger.action.ActionSigned":
