@@ -138,6 +138,13 @@ def action_status(state: ProcessingStatus | None, *, aborted: bool = False) -> s
     return ACTION_STATUS[state]
 
 
+def actions_unaffected(before: ProcessingStatus, after: ProcessingStatus) -> bool:
+    """A move ``before -> after`` of a transaction leaves the status of every action that
+    signed or received it as it was, aborted or not (e.g. ``unconfirmed -> confirmed``: both
+    are ``completed``), so the projector neither reads nor writes their rows."""
+    return ACTION_STATUS[before] == ACTION_STATUS[after]
+
+
 def _check_table() -> None:
     assert set(_TABLE) == set(ProcessingStatus), "every state needs a row"
     for src, dsts in _TABLE.items():

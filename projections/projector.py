@@ -22,7 +22,12 @@ from ledger.rules import (
     outputs_unaffected,
     preserved_on_entry,
 )
-from ledger.status import PRESERVING_STATES, ProcessingStatus, action_status
+from ledger.status import (
+    PRESERVING_STATES,
+    ProcessingStatus,
+    action_status,
+    actions_unaffected,
+)
 from projections.schema import balance_columns
 
 Row = dict[str, Any]
@@ -204,7 +209,9 @@ def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
         category = classify(output_facts(row, e.to_state), tip)
         if moved or category.value != row["category"]:  # else the row holds nothing it changes
             _store_output(store, row, pos, category)
-    for action in store.actions_of_tx(e.txid):
+    from_state = _state(e.from_state)
+    for action in ([] if actions_unaffected(from_state, to_state)
+                   else store.actions_of_tx(e.txid)):
         action["status"] = action_status(to_state, aborted=bool(action["aborted"]))
         action["position"] = pos
         store.put("actions", action)
@@ -641,8 +648,10 @@ def read_plan(events: Sequence[Any]) -> ReadPlan:
             if txid is not None:
                 plan.keys["transactions"].add((txid,))
         if topic == "ledger.transaction.ProcessingChanged":
-            plan.txids["actions"].add(str(txid))
-            if not outputs_unaffected(_state(e.from_state), _state(e.to_state)):
+            before, after = _state(e.from_state), _state(e.to_state)
+            if not actions_unaffected(before, after):
+                plan.txids["actions"].add(str(txid))
+            if not outputs_unaffected(before, after):
                 plan.txids["outputs"].add(str(txid))
         elif topic in _OUTPUTS_WANTED:
             plan.txids["outputs"].add(str(txid))

@@ -30,10 +30,11 @@ SET_PREFIXES: tuple[str, str] = ("a_", "b_")
 """Two table sets: one live, one for the next rebuild. Readers use views named without prefix."""
 POINTER_TABLE = "ledger_projection_pointer"
 LAYOUT_TABLE = "ledger_projection_layout"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 """The layout of the table sets below; a set laid out under another version is rebuilt from the
 log before it is used (history: 1 - outputs held their transaction's state; 2 - they do not, so a
-state change that leaves an output's category alone writes no output row)."""
+state change that leaves an output's category alone writes no output row; 3 - nor an action row
+whose status it leaves alone, so ``actions.position`` is the last event that changed the row)."""
 JSON_COLUMNS = frozenset({"tags", "labels", "inputs", "outputs", "details_json", "evidence"})
 CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 """SQLite: rows live in their primary-key b-tree (one b-tree less to write per row change)."""

@@ -26,7 +26,13 @@ from ledger.rules import (
     preserved_on_entry,
     proof_state,
 )
-from ledger.status import ProcessingStatus, can_transition
+from ledger.status import (
+    ACTION_STATUS,
+    ProcessingStatus,
+    action_status,
+    actions_unaffected,
+    can_transition,
+)
 
 S = ProcessingStatus
 C = OutputCategory
@@ -530,6 +536,26 @@ def test_outputs_unaffected_means_no_output_can_change(before: S, after: S) -> N
         assert before not in SPEC_PRESERVING and after not in SPEC_PRESERVING
     elif before not in SPEC_PRESERVING and after not in SPEC_PRESERVING:
         assert differs, f"{before} -> {after} could skip output rows"
+
+
+@pytest.mark.parametrize(("before", "after"), list(itertools.permutations(ALL_STATES, 2)))
+def test_actions_unaffected_means_no_action_status_can_change(before: S, after: S) -> None:
+    """Positive space: a move the projector treats as touching no action row gives every action,
+    aborted or not, the same status. Negative space: any other move changes the status of an
+    action that is not aborted."""
+    same = [action_status(before, aborted=a) == action_status(after, aborted=a)
+            for a in (False, True)]
+    if actions_unaffected(before, after):
+        assert all(same), (before, after)
+    else:
+        assert not same[0], f"{before} -> {after} could skip action rows"
+
+
+def test_seen_reports_and_reorgs_of_the_tip_touch_no_action_but_burying_a_block_does() -> None:
+    assert actions_unaffected(S.SENT, S.SEEN) and actions_unaffected(S.UNCONFIRMED, S.REORGING)
+    assert ACTION_STATUS[S.UNCONFIRMED] != ACTION_STATUS[S.CONFIRMED]
+    assert not actions_unaffected(S.UNCONFIRMED, S.CONFIRMED)
+    assert not actions_unaffected(S.CONFIRMED, S.REORGING)
 
 
 def test_the_moves_a_block_and_a_broadcast_make_touch_no_output() -> None:
