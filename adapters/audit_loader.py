@@ -52,7 +52,12 @@ class ForkedAuditLoader:
         ours, theirs = ctx.Pipe(duplex=True)
         process = ctx.Process(target=_child, args=(self._opener, prefix, upto, theirs, ours),
                               name=f"wallet-ledger audit load {prefix}", daemon=True)
-        process.start()
+        try:
+            process.start()
+        except OSError as err:  # no process to be had now (EAGAIN, ENOMEM)
+            ours.close()
+            theirs.close()
+            raise AuditLoadFailed(f"cannot fork the audit load: {err}") from err
         theirs.close()
         return ForkedAuditLoad(process, ours)
 

@@ -11,6 +11,7 @@ it disabled already, in which case it is left alone.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,17 @@ from contextlib import contextmanager
 _lock = threading.Lock()
 _holders = 0
 _paused_by_us = False
+
+
+def _forget_in_child() -> None:
+    """A forked child (a rebuild's audit load) starts with its own, unheld lock: another thread
+    of the parent may have held this one at the fork, and no thread of the child would free it.
+    The child keeps the parent's pause count, and so its collector setting."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @contextmanager

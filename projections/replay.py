@@ -53,6 +53,9 @@ LOAD_PAGE_ROWS = 200_000
 MAX_FOLD_EVENTS = 1_000_000
 """Logs up to this long are rebuilt in memory (about 2 GB of rows at the limit); longer ones
 page by page into the idle table set."""
+MAX_FOLD_EVENTS_AUDIT_APART = 2_500_000
+"""The same limit when another process loads ``tx_audit``: the fold then holds no audit rows,
+most of the rows of a rebuild."""
 REBUILD_PAGE_EVENTS = 10_000
 MAX_REBUILD_KEPT_ROWS = 200_000
 MAX_DIFFERENCES = 1_000
@@ -88,7 +91,10 @@ class AuditLoader(Protocol):
     """Starts :func:`load_audit` of set ``prefix`` up to position ``upto`` elsewhere (another
     process: the audit table is half the rows of a rebuild, and a second core loads it)."""
 
-    def start(self, prefix: str, upto: int) -> AuditLoad: ...
+    def start(self, prefix: str, upto: int) -> AuditLoad:
+        """The load, running; :class:`AuditLoadFailed` if it cannot be started (the rebuild
+        then makes its audit rows itself)."""
+        ...
 
 
 Progress = Callable[[int, int], None]
@@ -212,17 +218,22 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
     A log of up to ``max_fold_events`` (default :data:`MAX_FOLD_EVENTS`) is folded in memory
     and bulk-loaded (fastest); a longer one is projected into the idle set page by page, so
     memory stays bounded whatever the log's length. From :data:`PARALLEL_AUDIT_MIN_EVENTS`
-    events on, ``audit_loader`` loads ``tx_audit`` meanwhile."""
+    events on, ``audit_loader`` loads ``tx_audit`` meanwhile, and the fold holds no audit rows
+    (its limit is then :data:`MAX_FOLD_EVENTS_AUDIT_APART`)."""
     started = time.perf_counter()
     with db.transaction(write=False) as cur:
         live, _ = read_pointer(cur)
     target = other_prefix(live)
-    limit = MAX_FOLD_EVENTS if max_fold_events is None else max_fold_events
     upto = log.head()
-    in_memory = upto <= limit
+    apart = audit_loader is not None and upto >= PARALLEL_AUDIT_MIN_EVENTS
+    in_memory = upto <= _fold_limit(max_fold_events, audit_apart=apart)
     _empty_set(db, target, indexes=not in_memory)
-    job = (audit_loader.start(target, upto)
-           if audit_loader is not None and upto >= PARALLEL_AUDIT_MIN_EVENTS else None)
+    job = _start_audit(audit_loader, target, upto) if apart else None
+    if apart and job is None and in_memory and upto > _fold_limit(max_fold_events, audit_apart=False):
+        in_memory = False  # no process for the audit rows: too many rows to hold them too
+        with db.transaction(write=True) as cur:
+            for statement in ddl_create_indexes(target, db.dialect):
+                cur.execute(statement)
     try:
         if in_memory:
             store, count, last = fold(log, upto=upto, progress=progress, audit=job is None)
@@ -250,6 +261,23 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
     # in one burst before it learns of the swap, so its tables must always exist.
     _empty_set(db, live, indexes=True)
     return count, time.perf_counter() - started, max(position, last)
+
+
+def _fold_limit(max_fold_events: int | None, *, audit_apart: bool) -> int:
+    if max_fold_events is not None:
+        return max_fold_events
+    return MAX_FOLD_EVENTS_AUDIT_APART if audit_apart else MAX_FOLD_EVENTS
+
+
+def _start_audit(loader: AuditLoader | None, prefix: str, upto: int) -> AuditLoad | None:
+    """The audit load, started; None: this rebuild makes its audit rows itself (the loader
+    cannot start a process now)."""
+    if loader is None:
+        return None
+    try:
+        return loader.start(prefix, upto)
+    except AuditLoadFailed:
+        return None
 
 
 def _empty_set(db: Database, prefix: str, *, indexes: bool) -> None:

@@ -160,3 +160,55 @@ def test_a_killed_rebuild_leaves_no_audit_writer_behind(ledger_url: str, tmp_pat
         assert _idle_audit_rows(led) == 0, "the audit load wrote after its rebuild died"
         assert led.rebuild_projections().position == led.head_position()
         assert led.verify_projections().ok and led.balance("alice").spendable == 6_000
+
+
+def test_a_rebuild_that_cannot_fork_makes_its_audit_rows_itself(
+        led: Ledger, world: World, parallel: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.fund("alice", [1_000, 2_000])
+    led.rebuild_projections()
+    expected = _tables(led)
+
+    def no_fork(self: Any, prefix: str, upto: int) -> Any:
+        raise replay.AuditLoadFailed("cannot fork the audit load: [Errno 11] EAGAIN")
+
+    monkeypatch.setattr(audit_loader.ForkedAuditLoader, "start", no_fork)
+    assert led.rebuild_projections().position == led.head_position()
+    assert _tables(led) == expected and led.verify_projections().ok
+
+
+def test_a_fork_while_another_thread_pauses_the_collector_does_not_deadlock_the_child() -> None:
+    """The audit process is forked from a host that may run other threads; one of them may be
+    inside ``gc_pause`` at that moment, holding its lock, which no thread of the child frees."""
+    import multiprocessing
+    import threading
+
+    from ledger import gc_pause
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gc_pause._lock:
+            inside.set()
+            leave.wait(timeout=30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(timeout=30)
+        child = multiprocessing.get_context("fork").Process(target=_pause_once, daemon=True)
+        child.start()
+        child.join(timeout=10)
+        hung = child.exitcode is None
+        if hung:
+            child.kill()
+            child.join()
+        assert not hung and child.exitcode == 0, "the child hung (or failed) on the pause lock"
+    finally:
+        leave.set()
+        holder.join()
+
+
+def _pause_once() -> None:
+    from ledger import gc_pause
+    with gc_pause.paused():
+        pass
