@@ -3,6 +3,7 @@ rebuild loads, swaps, snapshots for verify). Reads for queries go through SQLAlc
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -23,11 +24,17 @@ def make_engine(url: str, *, reads: bool = False) -> Engine:
     return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True, **options)
 
 
+class WriterBusy(Exception):
+    """Another connection holds SQLite's write lock, and the transaction was asked not to wait."""
+
+
 class Database:
     """Explicit transactions over DB-API cursors of the ledger's database.
 
     ``write=True`` takes the write lock at the start (SQLite ``BEGIN IMMEDIATE``), so a
-    maintenance transaction never fails half-way on a lock upgrade. ``snapshot=True`` gives a
+    maintenance transaction never fails half-way on a lock upgrade; with ``wait=False`` a
+    SQLite write lock held elsewhere raises :class:`WriterBusy` at once instead of waiting up to
+    ``SQLITE_BUSY_TIMEOUT_S`` (PostgreSQL has no such lock). ``snapshot=True`` gives a
     consistent read of many tables (PostgreSQL ``REPEATABLE READ``; SQLite read transactions are
     snapshots under WAL).
     """
@@ -37,14 +44,18 @@ class Database:
         self.dialect: Dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
 
     @contextmanager
-    def transaction(self, *, write: bool, snapshot: bool = False) -> Iterator[Any]:
+    def transaction(self, *, write: bool, snapshot: bool = False,
+                    wait: bool = True) -> Iterator[Any]:
         raw = self.engine.raw_connection()
         dbapi: Any = raw.driver_connection
         try:
             if self.dialect == "sqlite":
                 dbapi.isolation_level = None
                 cur = dbapi.cursor()
-                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                if write and not wait:
+                    _begin_now(cur)
+                else:
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             else:
                 cur = dbapi.cursor()
                 if snapshot:
@@ -63,3 +74,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _begin_now(cur: Any) -> None:
+    """``BEGIN IMMEDIATE`` without waiting for another connection's write lock."""
+    cur.execute("PRAGMA busy_timeout = 0")
+    try:
+        cur.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            raise WriterBusy(str(err)) from err
+        raise
+    finally:
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")

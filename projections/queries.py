@@ -71,12 +71,12 @@ def get_transaction(conn: Connection, txid: str) -> TransactionView | None:
 
 
 def _output_view(r: dict[str, Any], include_script: bool) -> OutputView:
-    return OutputView.model_construct(
-        user=r["user"], txid=r["txid"], vout=r["vout"], satoshis=r["satoshis"],
-        basket=r["basket"], tags=r["tags"], spendable=r["spendable"], change=r["change"],
-        is_coinbase=r["is_coinbase"],
-        locking_script=r["locking_script"] if include_script else None,
-        custom_instructions=r["custom_instructions"], category=r["category"])
+    return OutputView.from_stored({
+        "user": r["user"], "txid": r["txid"], "vout": r["vout"], "satoshis": r["satoshis"],
+        "basket": r["basket"], "tags": r["tags"], "spendable": r["spendable"],
+        "change": r["change"], "is_coinbase": r["is_coinbase"],
+        "locking_script": r["locking_script"] if include_script else None,
+        "custom_instructions": r["custom_instructions"], "category": r["category"]})
 
 
 def outputs_where(user: str, *, basket: str | None, tags: Sequence[str] = (),
@@ -137,10 +137,11 @@ def _counted(conn: Connection, user: str, basket: str | None, spendable: bool | 
 
 
 def _action_view(r: dict[str, Any]) -> ActionView:
-    return ActionView.model_construct(
-        user=r["user"], reference=r["reference"], txid=r["txid"], status=r["status"],
-        description=r["description"], satoshis_delta=r["satoshis_delta"],
-        is_outgoing=r["is_outgoing"], labels=r["labels"])
+    return ActionView.from_stored({
+        "user": r["user"], "reference": r["reference"], "txid": r["txid"],
+        "status": r["status"], "description": r["description"],
+        "satoshis_delta": r["satoshis_delta"], "is_outgoing": r["is_outgoing"],
+        "labels": r["labels"]})
 
 
 def _action_page(conn: Connection, query: Select[Any], total: int) -> Page[ActionView]:

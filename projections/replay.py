@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import StaticPool
 
 from ledger import gc_pause
-from projections.db import Database
+from projections.db import Database, WriterBusy
 from projections.projector import (
     AUDIT_ONLY_TOPICS,
     AuditFold,
@@ -65,6 +65,9 @@ process) while the rebuild folds the other tables; shorter ones are rebuilt in o
 AUDIT_PAGE_ROWS = 20_000
 """Audit rows per write transaction of :func:`load_audit` (short, so SQLite's one writer
 lock alternates with the rebuild's own loads)."""
+MAX_PENDING_AUDIT_ROWS = 10 * AUDIT_PAGE_ROWS
+"""Audit rows :func:`load_audit` holds while SQLite's writer lock is busy, reading on, before
+it waits for the lock."""
 _PG_CATCHUP_LOCK = 727_274_002
 
 class RebuildRaced(Exception):
@@ -342,20 +345,28 @@ def load_audit(db: Database, log: EventLog, prefix: str, upto: int, *,
     build its indexes; returns the rows loaded. ``wanted()`` is asked inside every write
     transaction: once it says no, nothing more is written (:class:`AuditLoadFailed`)."""
     statements = SqlStatements(build_schema(prefix), db.dialect)
-    audit, rows, count = AuditFold(), [], 0
+    audit, rows, count, due = AuditFold(), [], 0, AUDIT_PAGE_ROWS
 
-    def write(page: list[dict[str, Any]]) -> int:
-        with db.transaction(write=True) as cur:
-            if not wanted():
-                raise AuditLoadFailed("the rebuild this audit load was part of has ended")
-            return bulk_insert(cur, statements, "tx_audit", page)
+    def write(page: list[dict[str, Any]], *, wait: bool) -> int | None:
+        """The rows written, or None: the writer lock is busy (the rebuild is loading)."""
+        try:
+            with db.transaction(write=True, wait=wait) as cur:
+                if not wanted():
+                    raise AuditLoadFailed("the rebuild this audit load was part of has ended")
+                return bulk_insert(cur, statements, "tx_audit", page)
+        except WriterBusy:
+            return None
 
     with gc_pause.paused():
         for pos, event in iterate(log, upto=upto):
             rows.append(audit.row(pos, event))
-            if len(rows) >= AUDIT_PAGE_ROWS:
-                count, rows = count + write(rows), []
-        count += write(rows) if rows else 0
+            if len(rows) >= due:  # read on while the rebuild holds SQLite's one writer lock
+                written = write(rows, wait=len(rows) >= MAX_PENDING_AUDIT_ROWS)
+                if written is None:
+                    due += AUDIT_PAGE_ROWS
+                else:
+                    count, rows, due = count + written, [], AUDIT_PAGE_ROWS
+        count += (write(rows, wait=True) or 0) if rows else 0
     with db.transaction(write=True) as cur:
         if not wanted():
             raise AuditLoadFailed("the rebuild this audit load was part of has ended")

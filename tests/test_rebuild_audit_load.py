@@ -212,3 +212,53 @@ def _pause_once() -> None:
     from ledger import gc_pause
     with gc_pause.paused():
         pass
+
+
+def test_the_audit_load_reads_on_while_the_rebuild_holds_sqlites_writer_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite has one writer: while the rebuild loads its own tables, the audit load must keep
+    reading and decoding the log instead of standing still at its next page."""
+    import sqlite3
+    import threading
+
+    from projections.db import WriterBusy
+
+    path = tmp_path / "busy.db"
+    with Ledger.open(f"sqlite:///{path}") as led:
+        World(led).fund("alice", [1_000 + i for i in range(10)])
+        head = led.head_position()
+        with led._db.transaction(write=False) as cur:
+            live, _ = read_pointer(cur)
+        target = other_prefix(live)
+        replay._empty_set(led._db, target, indexes=False)
+        monkeypatch.setattr(replay, "AUDIT_PAGE_ROWS", 3)
+        monkeypatch.setattr(replay, "MAX_PENDING_AUDIT_ROWS", 10_000)
+        all_read, busy = threading.Event(), []
+        unread = replay.iterate
+
+        def reading(log: Any, **kwargs: Any) -> Iterator[Any]:
+            yield from unread(log, **kwargs)
+            all_read.set()
+
+        monkeypatch.setattr(replay, "iterate", reading)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(WriterBusy), led._db.transaction(write=True, wait=False):
+            pass
+
+        def release() -> None:
+            all_read.wait(timeout=10)
+            busy.append(all_read.is_set())
+            holder.execute("ROLLBACK")
+
+        releaser = threading.Thread(target=release)
+        releaser.start()
+        assert replay.load_audit(led._db, led._log, target, head) == head
+        releaser.join()
+        holder.close()
+        assert busy == [True], "the audit load stood still while the writer lock was held"
+        with led._db.transaction(write=False) as cur:
+            cur.execute(f'SELECT COUNT(*) FROM "{target}tx_audit"')
+            assert cur.fetchone()[0] == head
+        with led._db.transaction(write=True, wait=False):  # free again: no WriterBusy
+            pass
