@@ -118,7 +118,7 @@ def list_outputs(conn: Connection, user: str, *, basket: str | None, tags: Seque
     else:
         total = _counted(conn, user, basket, spendable)
     rows = [decode_row(tuple(r), _OUTPUT_VIEW_COLS)
-            for r in conn.execute(outputs_page(where, limit=limit, offset=offset))]
+            for r in conn.execute(outputs_page(where, limit=limit, offset=offset)).all()]
     return Page[OutputView].model_construct(
         items=[_output_view(r, include_locking_scripts) for r in rows], total=total)
 
@@ -145,7 +145,8 @@ def _action_view(r: dict[str, Any]) -> ActionView:
 
 
 def _action_page(conn: Connection, query: Select[Any], total: int) -> Page[ActionView]:
-    items = [_action_view(decode_row(tuple(r), _ACTION_VIEW_COLS)) for r in conn.execute(query)]
+    items = [_action_view(decode_row(tuple(r), _ACTION_VIEW_COLS))
+             for r in conn.execute(query).all()]
     return Page[ActionView].model_construct(items=items, total=total)
 
 

@@ -241,7 +241,7 @@ def test_the_audit_load_reads_on_while_the_rebuild_holds_sqlites_writer_lock(
             all_read.set()
 
         monkeypatch.setattr(replay, "iterate", reading)
-        holder = sqlite3.connect(path, isolation_level=None)
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")
         with pytest.raises(WriterBusy), led._db.transaction(write=True, wait=False):
             pass
