@@ -150,55 +150,50 @@ def encode_row(row: Row, cols: Sequence[str]) -> tuple[Any, ...]:
     return _row_encoder(tuple(cols))(row)
 
 
+@functools.cache
+def _column_kinds(cols: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...],
+                                                   tuple[int, ...]]:
+    """Positions of the JSON, the boolean and the other columns (the other ones may come back
+    from a driver as ``memoryview``), worked out once per column set."""
+    json_at = tuple(i for i, c in enumerate(cols) if c in JSON_COLUMNS)
+    bool_at = tuple(i for i, c in enumerate(cols) if c in BOOL_COLUMNS and c not in JSON_COLUMNS)
+    other_at = tuple(i for i in range(len(cols)) if i not in json_at and i not in bool_at)
+    return json_at, bool_at, other_at
+
+
+def _typed(values: Sequence[Any], cols: tuple[str, ...]) -> tuple[list[Any], tuple[int, ...]]:
+    """DB values with booleans as bool and bytea as bytes (JSON still text), and the JSON
+    columns' positions: the one place stored values get their Python types back."""
+    json_at, bool_at, other_at = _column_kinds(cols)
+    out = list(values)
+    if len(out) != len(cols):
+        raise ValueError(f"{len(out)} values for {len(cols)} columns")
+    for i in bool_at:
+        if out[i] is not None:
+            out[i] = bool(out[i])
+    for i in other_at:
+        if type(out[i]) is memoryview:
+            out[i] = bytes(out[i])
+    return out, json_at
+
+
 def _split(values: Sequence[Any], cols: Sequence[str]) -> tuple[Row, dict[str, str]]:
     """DB values -> (plain columns typed: booleans as bool, bytea as bytes; JSON columns as
     their text)."""
-    plain: Row = {}
-    raw_json: dict[str, str] = {}
-    for c, v in zip(cols, values, strict=True):
-        if v is None:
-            plain[c] = None
-        elif c in JSON_COLUMNS:
-            raw_json[c] = v
-        elif c in BOOL_COLUMNS:
-            plain[c] = bool(v)
-        elif isinstance(v, memoryview):
-            plain[c] = bytes(v)
-        else:
-            plain[c] = v
-    return plain, raw_json
+    key = tuple(cols)
+    out, json_at = _typed(values, key)
+    raw_json = {key[i]: out[i] for i in json_at if out[i] is not None}
+    return {c: v for c, v in zip(key, out, strict=True) if c not in raw_json}, raw_json
 
 
 def decode_row(values: Sequence[Any], cols: Sequence[str]) -> Row:
     """DB values -> Python row (JSON parsed, booleans as bool, bytea as bytes)."""
-    return _row_decoder(tuple(cols))(values)
-
-
-@functools.cache
-def _row_decoder(cols: tuple[str, ...]) -> Callable[[Sequence[Any]], Row]:
-    """A decoder for rows of these columns, its conversions chosen once per column (a page of
-    100 outputs is decoded on every ``list_outputs``)."""
-    json_at = tuple(i for i, c in enumerate(cols) if c in JSON_COLUMNS)
-    bool_at = tuple(i for i, c in enumerate(cols) if c in BOOL_COLUMNS and c not in JSON_COLUMNS)
-    other_at = tuple(i for i in range(len(cols)) if i not in json_at and i not in bool_at)
-    loads = json.loads
-
-    def decode(values: Sequence[Any]) -> Row:
-        out = list(values)
-        if len(out) != len(cols):
-            raise ValueError(f"{len(out)} values for {len(cols)} columns")
-        for i in json_at:
-            if out[i] is not None:
-                out[i] = loads(out[i])
-        for i in bool_at:
-            if out[i] is not None:
-                out[i] = bool(out[i])
-        for i in other_at:
-            if type(out[i]) is memoryview:
-                out[i] = bytes(out[i])
-        return dict(zip(cols, out, strict=True))
-
-    return decode
+    key = tuple(cols)
+    out, json_at = _typed(values, key)
+    for i in json_at:
+        if out[i] is not None:
+            out[i] = json.loads(out[i])
+    return dict(zip(key, out, strict=True))
 
 
 class LazyRow(dict[str, Any]):
