@@ -347,12 +347,15 @@ def load_audit(db: Database, log: EventLog, prefix: str, upto: int, *,
     statements = SqlStatements(build_schema(prefix), db.dialect)
     audit, rows, count, due = AuditFold(), [], 0, AUDIT_PAGE_ROWS
 
+    def still_wanted() -> None:
+        if not wanted():
+            raise AuditLoadFailed("the rebuild this audit load was part of has ended")
+
     def write(page: list[dict[str, Any]], *, wait: bool) -> int | None:
         """The rows written, or None: the writer lock is busy (the rebuild is loading)."""
         try:
             with db.transaction(write=True, wait=wait) as cur:
-                if not wanted():
-                    raise AuditLoadFailed("the rebuild this audit load was part of has ended")
+                still_wanted()
                 return bulk_insert(cur, statements, "tx_audit", page)
         except WriterBusy:
             return None
@@ -368,8 +371,7 @@ def load_audit(db: Database, log: EventLog, prefix: str, upto: int, *,
                     count, rows, due = count + written, [], AUDIT_PAGE_ROWS
         count += (write(rows, wait=True) or 0) if rows else 0
     with db.transaction(write=True) as cur:
-        if not wanted():
-            raise AuditLoadFailed("the rebuild this audit load was part of has ended")
+        still_wanted()
         for statement in ddl_create_indexes(prefix, db.dialect, ["tx_audit"]):
             cur.execute(statement)
     return count
