@@ -27,7 +27,14 @@ from projections.projector import (
     read_plan,
     record_position,
 )
-from projections.schema import PRIMARY_KEYS, SET_PREFIXES, TABLE_NAMES, build_schema, columns
+from projections.schema import (
+    CREATION_ORDERED,
+    PRIMARY_KEYS,
+    SET_PREFIXES,
+    TABLE_NAMES,
+    build_schema,
+    columns,
+)
 from projections.stores import (
     MemoryRowStore,
     SqlRowStore,
@@ -316,13 +323,15 @@ def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress
 
 
 def _load_set(db: Database, prefix: str, store: MemoryRowStore, tables: list[str]) -> None:
-    """Fill ``tables`` of the emptied idle set: rows in key order (appends to each b-tree),
-    then their secondary indexes built once over the loaded rows."""
+    """Fill ``tables`` of the emptied idle set: rows in key order (appends to each b-tree) or,
+    for the tables in :data:`CREATION_ORDERED`, in the order the fold created them; then their
+    secondary indexes, built once over the loaded rows."""
     statements = SqlStatements(build_schema(prefix), db.dialect)
     pages: list[tuple[str, list[dict[str, Any]]]] = []  # each at most LOAD_PAGE_ROWS
     for table in tables:
         rows = store.all_rows(table)
-        if table != "tx_audit":  # audit rows are appended in position (key) order already
+        # audit rows are appended in position (key) order already
+        if table != "tx_audit" and table not in CREATION_ORDERED:
             rows.sort(key=operator.itemgetter(*PRIMARY_KEYS[table]))
         pages += [(table, rows[i:i + LOAD_PAGE_ROWS]) for i in range(0, len(rows), LOAD_PAGE_ROWS)]
     # Few transactions, each up to LOAD_PAGE_ROWS rows of any tables, the indexes in the last:

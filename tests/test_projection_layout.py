@@ -10,6 +10,7 @@ import pytest
 from adapters.world import World
 from ledger import Ledger
 from ledger.errors import ConcurrencyConflict
+from projections.replay import iterate
 from projections.schema import LAYOUT_TABLE, LAYOUT_VERSION
 from projections.tables import layout_version, read_pointer
 
@@ -105,3 +106,33 @@ def test_one_rebuild_at_a_time_the_second_is_refused_and_changes_nothing(ledger_
         assert second.balance("alice").spendable == 3_000
         second.rebuild_projections()  # and once the first is done, it runs
         assert _live(second) == before and second.verify_projections().ok
+
+
+def _created_order(led: Ledger) -> list[str]:
+    """Txids in the order the log created their transactions."""
+    return [event.txid for _, event in iterate(led._log)
+            if type(event).TOPIC == "ledger.transaction.TransactionCreated"]
+
+
+def _rowid_order(led: Ledger) -> list[str]:
+    with led._db.transaction(write=False) as cur:
+        cur.execute(f'SELECT "txid" FROM "{_live(led)}transactions" ORDER BY rowid')
+        return [row[0] for row in cur.fetchall()]
+
+
+def test_sqlite_keeps_transaction_rows_in_creation_order_inline_and_after_a_rebuild(
+        tmp_path: Any) -> None:
+    """Transactions confirmed by one block were mostly created together; in creation order their
+    rows share pages, so the block rewrites few pages (txids are random: key order scatters them
+    over the whole table)."""
+    with Ledger.open(f"sqlite:///{tmp_path}/order.db") as led:
+        world = World(led)
+        world.mine_empty(1)
+        for user in ("carol", "alice", "bob", "dave"):
+            world.fund(user, [1_000, 2_000])
+        created = _created_order(led)
+        assert len(created) >= 4 and created != sorted(created), "txids out of key order"
+        assert _rowid_order(led) == created, "inline appends rows in creation order"
+        led.rebuild_projections()
+        assert _rowid_order(led) == created, "the rebuild loads them in creation order too"
+        assert led.verify_projections().ok
