@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from projections.projector import project_batch, read_plan, tip_height
 from projections.schema import SET_PREFIXES, build_schema
 from projections.stores import Dialect, SqlRowStore, SqlStatements
@@ -83,6 +85,8 @@ class InlineProjection:
         self._pointer_and_position = {p: pointer_query(schema, position_of=st.table("meta"))
                                       for p, st in self._statements.items()}
         self._guess = (SET_PREFIXES[0], "inline")
+        self._defer_check = dialect == "postgresql"
+        """PostgreSQL: with every row kept, check the pointer in the writes' round trip."""
         self._kept: _Kept | None = None
         self._pending: _Kept | None = None
 
@@ -114,13 +118,19 @@ class InlineProjection:
         plan = read_plan(events)
         guess = self._guess[0]
         store = self._store(cursor, guess)
-        (pointer,) = store.prefetch(plan, also=[(self._pointer_and_position[guess], ())])
+        check = [(self._pointer_and_position[guess], ())]
+        kept = self._kept
+        read = store.prefetch(plan, also=check, defer_also=self._defer_check
+                              and kept is not None and store is kept.store)
+        if read is None:  # every row kept: the pointer is checked with the writes
+            self._project_deferred(store, ids, events, check, guess)
+            return
+        (pointer,) = read
         prefix, mode = parse_pointer(pointer)
         self._guess = (prefix, mode)
         if mode != "inline":
             self._kept = None
             return
-        kept = self._kept
         if prefix != guess or (kept is not None and store is kept.store
                                and _position_of(pointer) != kept.position):
             self._kept = None  # another writer moved the projection: read everything afresh
@@ -129,6 +139,31 @@ class InlineProjection:
         project_batch(store, zip(ids, events, strict=True))
         check_chain_invariants(store, events)
         store.flush()
+        self._keep(store, prefix, ids)
+
+    def _project_deferred(self, store: SqlRowStore, ids: Sequence[int], events: Sequence[Any],
+                          check: list[tuple[str, tuple[()]]], guess: str) -> None:
+        """Project on the kept rows, then write them in the same round trip as the pointer
+        check. If the check shows another writer (or a mode switch, or a swapped set), or the
+        burst fails, the append is refused as stale: the command runs again and this hook
+        then reads everything afresh (a genuine write error recurs there, and propagates)."""
+        kept = self._kept
+        assert kept is not None and store is kept.store
+        self._kept = None  # trusted again only once this batch commits
+        project_batch(store, zip(ids, events, strict=True))
+        check_chain_invariants(store, events)
+        try:
+            (pointer,) = store.flush(first=check)
+        except psycopg.Error as err:  # e.g. a row another writer created: decide afresh
+            raise StaleDecision(f"the inline projection's write failed on kept rows: {err}"
+                                ) from err
+        self._guess = parse_pointer(pointer)
+        if self._guess != (guess, "inline") or _position_of(pointer) != kept.position:
+            raise StaleDecision("another writer moved the projection since this process's "
+                                "last write")
+        self._keep(store, guess, ids)
+
+    def _keep(self, store: SqlRowStore, prefix: str, ids: Sequence[int]) -> None:
         if store.cached_rows <= MAX_KEPT_ROWS:
             self._pending = _Kept(store, prefix, ids[-1])
 

@@ -392,10 +392,12 @@ class SqlRowStore:
             cache[key] = None
         return found[0] if found else None
 
-    def prefetch(self, plan: ReadPlan, also: Sequence[tuple[str, tuple[Any, ...]]] = ()
-                 ) -> list[list[Any]]:
+    def prefetch(self, plan: ReadPlan, also: Sequence[tuple[str, tuple[Any, ...]]] = (), *,
+                 defer_also: bool = False) -> list[list[Any]] | None:
         """Read every row ``plan`` names (PostgreSQL: in one round trip), and run the ``also``
-        statements in the same burst; returns their raw result rows."""
+        statements in the same burst; returns their raw result rows. With ``defer_also``, when
+        every row is cached already nothing is run and None comes back: the caller runs
+        ``also`` with the writes instead (:meth:`flush`), saving a round trip."""
         queries: list[tuple[str, str, tuple[Any, ...], list[Key]]] = [
             ("", statement, params, []) for statement, params in also]
         for table, keys in plan.new_keys.items():
@@ -417,10 +419,11 @@ class SqlRowStore:
                 some = txids[start:start + PREFETCH_CHUNK_KEYS]
                 queries.append((table, self._sql.select_keys(table, ("txid",), len(some)),
                                 tuple(some), []))
-        results = self._run_reads(queries)
         for table, txids in wanted_txids.items():
             self._loaded_txids[table].update(txids)
-        return results[:len(also)]
+        if defer_also and len(queries) == len(also):
+            return None
+        return self._run_reads(queries)[:len(also)]
 
     def _run_reads(self, queries: list[tuple[str, str, tuple[Any, ...], list[Key]]]
                    ) -> list[list[Any]]:
@@ -557,14 +560,19 @@ class SqlRowStore:
             out += [(self._sql.add(table, changed), params) for changed, params in grouped.items()]
         return out
 
-    def flush(self) -> int:
-        """Write every changed, appended and added row; returns the number of rows written."""
+    def flush(self, first: Sequence[tuple[str, tuple[Any, ...]]] = ()) -> list[list[Any]]:
+        """Write every changed, appended and added row, after running the ``first`` statements
+        in the same burst (PostgreSQL: one round trip for all); returns their result rows."""
         writes = self._writes()
-        written = 0
         with self._pipeline():
+            cursors: list[Any] = []
+            for statement, args in first:
+                cur = self._cursor()
+                cur.execute(statement, args)
+                cursors.append(cur if self._sql.dialect == "postgresql" else cur.fetchall())
             for statement, params in writes:
                 self._cur.executemany(statement, params)
-                written += len(params)
+        results = [list(c if isinstance(c, list) else c.fetchall()) for c in cursors]
         for table, keys in self._dirty.items():
             cache, stored = self._cache[table], self._stored[table]
             for key in keys:
@@ -579,7 +587,7 @@ class SqlRowStore:
         self._appended.clear()
         self._added.clear()
         self._absent.clear()
-        return written
+        return results
 
 
 def bulk_insert(cursor: Any, sql: SqlStatements, table: str, rows: Iterable[Row],
