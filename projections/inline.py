@@ -11,8 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
 from projections.projector import project_batch, read_plan, tip_height
 from projections.schema import SET_PREFIXES, build_schema
 from projections.stores import Dialect, SqlRowStore, SqlStatements
@@ -144,19 +142,21 @@ class InlineProjection:
     def _project_deferred(self, store: SqlRowStore, ids: Sequence[int], events: Sequence[Any],
                           check: list[tuple[str, tuple[()]]], guess: str) -> None:
         """Project on the kept rows, then write them in the same round trip as the pointer
-        check. If the check shows another writer (or a mode switch, or a swapped set), or the
-        burst fails, the append is refused as stale: the command runs again and this hook
-        then reads everything afresh (a genuine write error recurs there, and propagates)."""
+        check. If the check shows another writer (or a mode switch, or a swapped set), the
+        append is refused as stale: the command runs again and this hook then reads everything
+        afresh. So is it if projecting or writing fails: kept rows another writer changed may
+        contradict the batch (a state its event moves from, a row it creates). A genuine error
+        recurs on the fresh reads, and propagates from there."""
         kept = self._kept
         assert kept is not None and store is kept.store
         self._kept = None  # trusted again only once this batch commits
-        project_batch(store, zip(ids, events, strict=True))
-        check_chain_invariants(store, events)
         try:
+            project_batch(store, zip(ids, events, strict=True))
+            check_chain_invariants(store, events)
             (pointer,) = store.flush(first=check)
-        except psycopg.Error as err:  # e.g. a row another writer created: decide afresh
-            raise StaleDecision(f"the inline projection's write failed on kept rows: {err}"
-                                ) from err
+        except Exception as err:
+            raise StaleDecision(f"the inline projection failed on kept rows, deciding again "
+                                f"from fresh reads ({type(err).__name__}: {err})") from err
         self._guess = parse_pointer(pointer)
         if self._guess != (guess, "inline") or _position_of(pointer) != kept.position:
             raise StaleDecision("another writer moved the projection since this process's "

@@ -18,7 +18,7 @@ import pytest
 from conftest import new_pg_schema
 
 from adapters.world import World
-from ledger import Ledger
+from ledger import Ledger, ProviderResult
 from projections import inline
 from projections.inline import InlineProjection, StaleDecision
 from projections.replay import iterate
@@ -102,3 +102,25 @@ def test_a_failed_burst_on_kept_rows_writes_nothing_and_the_retry_succeeds(
         assert len(list(iterate(led._log))) == events + 1, "the refused append left no event"
         assert [e.event for e in led.history(funding.txid)].count("history.note") == 1
         assert led.verify_projections().ok
+
+
+def test_a_kept_row_that_contradicts_the_batch_is_read_again(ledger_url: str,
+                                                             deferred: list[str]) -> None:
+    """The stream cache forgot a transaction whose row the projection still keeps; another
+    writer moved it on. The command reads the transaction afresh and decides from there, and
+    its event then moves from a state the kept row does not hold."""
+    with Ledger.open(ledger_url) as a, Ledger.open(ledger_url) as b:
+        world = World(a)
+        world.mine_empty(1)
+        (funding,) = world.fund("alice", [10_000])
+        raw, _ = world.spend("alice", "pay", [funding], [(6_000, world.script()), (3_800, None)])
+        paid = a.sign_action("alice", "pay", raw_tx=raw).txid
+        b.transition(paid, "sending", reason="broadcast")
+        app: Any = a._app
+        app._streams.evict(list(app._streams._items))  # as if evicted by 20,000 newer streams
+        deferred.clear()
+        view = a.record_broadcast(paid, [ProviderResult(provider="arc", status="success")])
+        assert view.state == "sent" and a.get_transaction(paid).state == "sent"
+        assert a.verify_projections().ok
+    if ledger_url.startswith("postgresql"):
+        assert deferred[0] == "stale", "the first attempt projected on the contradicting row"
