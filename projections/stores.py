@@ -429,14 +429,9 @@ class SqlRowStore:
                    ) -> list[list[Any]]:
         results: list[list[Any]] = []
         with self._pipeline():
-            cursors = []
-            for _, statement, params, _ in queries:
-                cur = self._cursor()
-                cur.execute(statement, params)
-                # SQLite shares one cursor: read each answer before the next statement.
-                cursors.append(cur if self._sql.dialect == "postgresql" else cur.fetchall())
-            for (table, _, _, keys), cur in zip(queries, cursors, strict=True):
-                raws = cur.fetchall() if not isinstance(cur, list) else cur
+            answers = [self._send(statement, params) for _, statement, params, _ in queries]
+            for (table, _, _, keys), answer in zip(queries, answers, strict=True):
+                raws = _rows_of(answer)
                 if not table:
                     results.append(list(raws))
                     continue
@@ -445,6 +440,14 @@ class SqlRowStore:
                 for key in keys:
                     self._cache[table].setdefault(key, None)
         return results
+
+    def _send(self, statement: str, params: tuple[Any, ...]) -> Any:
+        """Run one read of a burst: its cursor (PostgreSQL: the answer arrives with the
+        burst's), or its rows (SQLite shares one cursor: each answer is read before the next
+        statement)."""
+        cur = self._cursor()
+        cur.execute(statement, params)
+        return cur if self._sql.dialect == "postgresql" else cur.fetchall()
 
     def _of_tx(self, table: str, txid: str) -> list[Row]:
         if txid not in self._loaded_txids[table]:
@@ -565,14 +568,10 @@ class SqlRowStore:
         in the same burst (PostgreSQL: one round trip for all); returns their result rows."""
         writes = self._writes()
         with self._pipeline():
-            cursors: list[Any] = []
-            for statement, args in first:
-                cur = self._cursor()
-                cur.execute(statement, args)
-                cursors.append(cur if self._sql.dialect == "postgresql" else cur.fetchall())
+            answers = [self._send(statement, args) for statement, args in first]
             for statement, params in writes:
                 self._cur.executemany(statement, params)
-        results = [list(c if isinstance(c, list) else c.fetchall()) for c in cursors]
+        results = [_rows_of(answer) for answer in answers]
         for table, keys in self._dirty.items():
             cache, stored = self._cache[table], self._stored[table]
             for key in keys:
@@ -588,6 +587,11 @@ class SqlRowStore:
         self._added.clear()
         self._absent.clear()
         return results
+
+
+def _rows_of(answer: Any) -> list[Any]:
+    """The rows of an answer :meth:`SqlRowStore._send` gave."""
+    return list(answer) if isinstance(answer, list) else list(answer.fetchall())
 
 
 def bulk_insert(cursor: Any, sql: SqlStatements, table: str, rows: Iterable[Row],
