@@ -124,3 +124,27 @@ def test_a_kept_row_that_contradicts_the_batch_is_read_again(ledger_url: str,
         assert a.verify_projections().ok
     if ledger_url.startswith("postgresql"):
         assert deferred[0] == "stale", "the first attempt projected on the contradicting row"
+
+
+def test_a_switch_to_catch_up_mode_between_two_saves_is_seen_by_the_next(
+        ledger_url: str, deferred: list[str]) -> None:
+    """Another process switches the projection to catch-up mode: this writer's next save, on
+    rows it keeps, projects nothing, and the catch-up run projects it exactly once."""
+    with Ledger.open(ledger_url) as a:
+        world = World(a)
+        world.mine_empty(1)
+        (funding,) = world.fund("alice", [10_000])
+        a.note(funding.txid, "first look")
+        with Ledger.open(ledger_url, projections="catchup") as b:
+            deferred.clear()
+            a.note(funding.txid, "second look")  # appended; the projection is not a's to write
+
+            def notes() -> int:
+                return sum(e.event == "history.note" for e in b.history(funding.txid))
+
+            assert notes() == 1, "not projected inline after the switch"
+            assert b.run_projections() == 1
+            assert notes() == 2 and b.run_projections() == 0, "projected exactly once"
+            assert b.verify_projections().ok
+    if ledger_url.startswith("postgresql"):
+        assert deferred == ["stale"], "the kept-row save saw the switch with its writes"
