@@ -85,6 +85,10 @@ class InlineProjection:
         self._guess = (SET_PREFIXES[0], "inline")
         self._defer_check = dialect == "postgresql"
         """PostgreSQL: with every row kept, check the pointer in the writes' round trip."""
+        self._alone = False
+        """The last check found nobody else had written since this hook's batch before it. Only
+        then is the check sent with the writes: a stale one refuses the save, and the whole
+        command runs again, which would happen save after save to writers taking turns."""
         self._kept: _Kept | None = None
         self._pending: _Kept | None = None
 
@@ -118,7 +122,7 @@ class InlineProjection:
         store = self._store(cursor, guess)
         check = [(self._pointer_and_position[guess], ())]
         kept = self._kept
-        read = store.prefetch(plan, also=check, defer_also=self._defer_check
+        read = store.prefetch(plan, also=check, defer_also=self._defer_check and self._alone
                               and kept is not None and store is kept.store)
         if read is None:  # every row kept: the pointer is checked with the writes
             self._project_deferred(store, ids, events, check, guess)
@@ -129,8 +133,9 @@ class InlineProjection:
         if mode != "inline":
             self._kept = None
             return
-        if prefix != guess or (kept is not None and store is kept.store
-                               and _position_of(pointer) != kept.position):
+        self._alone = (prefix == guess and kept is not None and store is kept.store
+                       and _position_of(pointer) == kept.position)
+        if prefix != guess or (kept is not None and store is kept.store and not self._alone):
             self._kept = None  # another writer moved the projection: read everything afresh
             store = SqlRowStore(cursor, self._statements[prefix])
             store.prefetch(plan)
@@ -155,10 +160,12 @@ class InlineProjection:
             check_chain_invariants(store, events)
             (pointer,) = store.flush(first=check)
         except Exception as err:
+            self._alone = False
             raise StaleDecision(f"the inline projection failed on kept rows, deciding again "
                                 f"from fresh reads ({type(err).__name__}: {err})") from err
         self._guess = parse_pointer(pointer)
         if self._guess != (guess, "inline") or _position_of(pointer) != kept.position:
+            self._alone = False
             raise StaleDecision("another writer moved the projection since this process's "
                                 "last write")
         self._keep(store, guess, ids)

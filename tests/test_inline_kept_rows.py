@@ -148,3 +148,27 @@ def test_a_switch_to_catch_up_mode_between_two_saves_is_seen_by_the_next(
             assert b.verify_projections().ok
     if ledger_url.startswith("postgresql"):
         assert deferred == ["stale"], "the kept-row save saw the switch with its writes"
+
+
+@pytest.mark.postgres
+def test_writers_that_take_turns_are_not_refused_save_after_save(
+        pg_database: str, deferred: list[str]) -> None:
+    """Checking with the writes pays off only while a process writes alone: a refused save runs
+    the whole command again. Two ledgers taking turns must therefore read first (one round trip
+    more each) instead of being refused every time; one writing alone checks with its writes."""
+    url = new_pg_schema(pg_database)
+    with Ledger.open(url) as a, Ledger.open(url) as b:
+        world = World(a)
+        world.mine_empty(1)
+        (ours,) = world.fund("alice", [1_000])
+        (theirs,) = world.fund("bob", [2_000])
+        deferred.clear()
+        for turn in range(10):
+            a.note(ours.txid, f"turn {turn}")
+            b.note(theirs.txid, f"turn {turn}")
+        assert deferred.count("stale") <= 2, deferred
+        deferred.clear()
+        for turn in range(5):
+            a.note(ours.txid, f"alone {turn}")
+        assert deferred.count("ok") >= 3, deferred
+        assert a.verify_projections().ok
