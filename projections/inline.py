@@ -67,6 +67,9 @@ class InlineProjection:
     It reads the projection pointer (live table set and mode) and position in the same burst as
     the rows the batch needs, betting on the set it saw last; a rebuild that swapped sets since
     (rare) costs one more read. The pointer cannot change under it: swaps hold the writers' lock.
+    On PostgreSQL, while it writes alone and keeps every row a batch needs, it sends that check
+    with the batch's writes instead, and refuses the append if it fails
+    (:meth:`_project_deferred`).
 
     Rows of its last committed batch are kept (:class:`_Kept`) and reused, without reading them
     again, when the stored position proves that no other writer -- another process, a rebuild, a
@@ -121,11 +124,12 @@ class InlineProjection:
         guess = self._guess[0]
         store = self._store(cursor, guess)
         check = [(self._pointer_and_position[guess], ())]
-        kept = self._kept
-        read = store.prefetch(plan, also=check, defer_also=self._defer_check and self._alone
-                              and kept is not None and store is kept.store)
+        kept = self._kept if self._kept is not None and store is self._kept.store else None
+        read = store.prefetch(plan, also=check,
+                              defer_also=self._defer_check and self._alone and kept is not None)
         if read is None:  # every row kept: the pointer is checked with the writes
-            self._project_deferred(store, ids, events, check, guess)
+            assert kept is not None
+            self._project_deferred(store, kept, ids, events, check, guess)
             return
         (pointer,) = read
         prefix, mode = parse_pointer(pointer)
@@ -133,9 +137,8 @@ class InlineProjection:
         if mode != "inline":
             self._kept = None
             return
-        self._alone = (prefix == guess and kept is not None and store is kept.store
-                       and _position_of(pointer) == kept.position)
-        if prefix != guess or (kept is not None and store is kept.store and not self._alone):
+        self._alone = kept is not None and _unmoved(pointer, guess, kept)
+        if prefix != guess or (kept is not None and not self._alone):
             self._kept = None  # another writer moved the projection: read everything afresh
             store = SqlRowStore(cursor, self._statements[prefix])
             store.prefetch(plan)
@@ -144,16 +147,15 @@ class InlineProjection:
         store.flush()
         self._keep(store, prefix, ids)
 
-    def _project_deferred(self, store: SqlRowStore, ids: Sequence[int], events: Sequence[Any],
-                          check: list[tuple[str, tuple[()]]], guess: str) -> None:
+    def _project_deferred(self, store: SqlRowStore, kept: _Kept, ids: Sequence[int],
+                          events: Sequence[Any], check: list[tuple[str, tuple[()]]],
+                          guess: str) -> None:
         """Project on the kept rows, then write them in the same round trip as the pointer
         check. If the check shows another writer (or a mode switch, or a swapped set), the
         append is refused as stale: the command runs again and this hook then reads everything
         afresh. So is it if projecting or writing fails: kept rows another writer changed may
         contradict the batch (a state its event moves from, a row it creates). A genuine error
         recurs on the fresh reads, and propagates from there."""
-        kept = self._kept
-        assert kept is not None and store is kept.store
         self._kept = None  # trusted again only once this batch commits
         try:
             project_batch(store, zip(ids, events, strict=True))
@@ -164,7 +166,7 @@ class InlineProjection:
             raise StaleDecision(f"the inline projection failed on kept rows, deciding again "
                                 f"from fresh reads ({type(err).__name__}: {err})") from err
         self._guess = parse_pointer(pointer)
-        if self._guess != (guess, "inline") or _position_of(pointer) != kept.position:
+        if not _unmoved(pointer, guess, kept):
             self._alone = False
             raise StaleDecision("another writer moved the projection since this process's "
                                 "last write")
@@ -173,6 +175,12 @@ class InlineProjection:
     def _keep(self, store: SqlRowStore, prefix: str, ids: Sequence[int]) -> None:
         if store.cached_rows <= MAX_KEPT_ROWS:
             self._pending = _Kept(store, prefix, ids[-1])
+
+
+def _unmoved(pointer: list[Any], guess: str, kept: _Kept) -> bool:
+    """The pointer read says nobody has written the projection since the kept batch: the same
+    live set, still inline, at the kept batch's own position."""
+    return parse_pointer(pointer) == (guess, "inline") and _position_of(pointer) == kept.position
 
 
 def _position_of(rows: list[Any]) -> int | None:
