@@ -37,13 +37,19 @@ state change that leaves an output's category alone writes no output row; 3 - no
 whose status it leaves alone, so ``actions.position`` is the last event that changed the row;
 4 - on SQLite, ``transactions`` rows live in creation order, see :data:`CREATION_ORDERED`)."""
 JSON_COLUMNS = frozenset({"tags", "labels", "inputs", "outputs", "details_json", "evidence"})
-CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
-"""SQLite: rows live in their primary-key b-tree (one b-tree less to write per row change)."""
 CREATION_ORDERED: frozenset[str] = frozenset({"transactions"})
 """Tables whose SQLite rows live in rowid (creation) order, their key in a separate index, and
 that a rebuild loads in creation order. Their rows are large (a raw transaction) and the rows a
 block or a reorg changes were mostly created together, so they share pages: a block promoting
 1,000 transactions writes about 125 pages of ``transactions`` instead of one per row."""
+
+
+def _sqlite_storage(name: str) -> dict[str, Any]:
+    """How SQLite stores table ``name``: in its primary-key b-tree (``WITHOUT ROWID``: one
+    b-tree less to write per row change), or in creation order (:data:`CREATION_ORDERED`)."""
+    return {} if name in CREATION_ORDERED else {"sqlite_with_rowid": False}
+
+
 SQLITE_ROWID = BigInteger().with_variant(Integer(), "sqlite")
 """An INTEGER PRIMARY KEY on SQLite is the rowid itself (no separate key index)."""
 
@@ -75,7 +81,7 @@ def _transactions(md: MetaData, p: str) -> Table:
         Column("updated_at", Text, nullable=False),
         Index(f"{p}ix_transactions_unconfirmed", "height", **_partial("state = 'unconfirmed'")),
         Index(f"{p}ix_transactions_block", "block_hash", **_partial("block_hash IS NOT NULL")),
-        **({} if "transactions" in CREATION_ORDERED else CLUSTERED),
+        **_sqlite_storage("transactions"),
     )
 
 
@@ -108,7 +114,7 @@ def _outputs(md: MetaData, p: str) -> Table:
         Index(f"{p}ix_outputs_outpoint", "txid", "vout"),
         Index(f"{p}ix_outputs_maturity", "matures_at_height",
               **_partial("matures_at_height IS NOT NULL")),
-        **CLUSTERED,
+        **_sqlite_storage("outputs"),
     )
 
 
@@ -130,7 +136,7 @@ def _balances(md: MetaData, p: str) -> Table:
         Column("user", Text, primary_key=True),
         Column("basket", Text, primary_key=True),
         *(Column(name, BigInteger, nullable=False) for name in BALANCE_COUNTERS),
-        **CLUSTERED,
+        **_sqlite_storage("balances"),
     )
 
 
@@ -142,7 +148,7 @@ def _output_tags(md: MetaData, p: str) -> Table:
         Column("tag", Text, primary_key=True),
         Column("txid", String(64), primary_key=True),
         Column("vout", BigInteger, primary_key=True),
-        **CLUSTERED,
+        **_sqlite_storage("output_tags"),
     )
 
 
@@ -164,7 +170,7 @@ def _actions(md: MetaData, p: str) -> Table:
         Column("created_position", BigInteger, nullable=False),
         Index(f"{p}ix_actions_txid", "txid", **_partial("txid IS NOT NULL")),
         Index(f"{p}ix_actions_user_pos", "user", "created_position"),
-        **CLUSTERED,
+        **_sqlite_storage("actions"),
     )
 
 
@@ -176,7 +182,7 @@ def _action_labels(md: MetaData, p: str) -> Table:
         Column("reference", Text, primary_key=True),
         Column("created_position", BigInteger, nullable=False),
         Index(f"{p}ix_action_labels_pos", "user", "label", "created_position"),
-        **CLUSTERED,
+        **_sqlite_storage("action_labels"),
     )
 
 
@@ -221,7 +227,7 @@ def _headers(md: MetaData, p: str) -> Table:
         Column("active", Boolean, nullable=False),
         Column("position", BigInteger, nullable=False),
         Index(f"{p}ix_headers_height", "height", "active"),
-        **CLUSTERED,
+        **_sqlite_storage("headers"),
     )
 
 
@@ -230,7 +236,7 @@ def _meta(md: MetaData, p: str) -> Table:
         f"{p}meta", md,
         Column("name", String(32), primary_key=True),
         Column("value", BigInteger),
-        **CLUSTERED,
+        **_sqlite_storage("meta"),
     )
 
 
