@@ -175,6 +175,15 @@ def _mode(mode: str | None) -> str | None:
     return mode
 
 
+def _application(config: StorageConfig, reads: Engine, *, settings: Settings | None = None,
+                 chain_tracker: ChainTracker | None = None) -> tuple[LedgerApplication, StoreLog]:
+    """The write model over ``config``'s database, its commands consulting the projections
+    through ``reads``, and its event log as the projections read it."""
+    app = LedgerApplication(config.env, codec=BsvCodec(), read_model=SqlReadModel(reads),
+                            settings=settings, chain_tracker=chain_tracker)
+    return app, StoreLog(app.recorder, app.mapper, dialect=config.dialect)
+
+
 class LedgerView:
     """Read-only queries over one set of projection tables (the live ones, or an as-of replay)."""
 
@@ -306,11 +315,9 @@ class Ledger(LedgerView):
         reads = make_engine(config.sqlalchemy_url, reads=True)
         try:
             with setup_lock(config):  # first opens race to create tables, types, functions
-                app = LedgerApplication(config.env, codec=BsvCodec(),
-                                        read_model=SqlReadModel(reads),
+                app, log = _application(config, reads,
                                         settings=Settings(max_reorg_depth_blocks, timeout_s),
                                         chain_tracker=tracker)
-                log = StoreLog(app.recorder, app.mapper, dialect=config.dialect)
                 db = Database(engine)
                 _, stored_mode = ensure_tables(db)
                 _relayout(config, db, log)
@@ -532,14 +539,12 @@ class Ledger(LedgerView):
 
         def opener() -> tuple[Database, replay.EventLog, Callable[[], None]]:
             engine = make_engine(config.sqlalchemy_url)
-            app = LedgerApplication(config.env, codec=BsvCodec(),
-                                    read_model=SqlReadModel(engine))
+            app, log = _application(config, engine)
 
             def close() -> None:
                 app.close()
                 engine.dispose()
-            return Database(engine), StoreLog(app.recorder, app.mapper,
-                                              dialect=config.dialect), close
+            return Database(engine), log, close
 
         return ForkedAuditLoader(opener)
 
