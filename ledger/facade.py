@@ -51,7 +51,6 @@ from ledger.tracker import (
     check_tracker,
 )
 from ledger.values import (
-    MAX_DETAILS_BYTES,
     MAX_INPUTS,
     MAX_OUTPUTS,
     BlockHeader,
@@ -59,6 +58,7 @@ from ledger.values import (
     NewOutput,
     Outpoint,
     ProviderResult,
+    check_details,
     check_name,
     check_names,
     check_text,
@@ -134,19 +134,9 @@ def _page(limit: Any, offset: Any) -> tuple[int, int]:
 
 
 def _details(details: Any) -> dict[str, Any]:
-    import json
     if details is None:
         return {}
-    if not isinstance(details, dict):
-        raise InvalidInput("details must be a dict of JSON values")
-    try:
-        text = json.dumps(details, sort_keys=True)
-    except (TypeError, ValueError) as err:
-        raise InvalidInput(f"details must be JSON-serialisable: {err}") from None
-    if len(text.encode()) > MAX_DETAILS_BYTES:
-        raise InvalidInput(f"details are {len(text)} bytes as JSON; at most {MAX_DETAILS_BYTES}")
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
+    return check_details(details)
 
 
 def _tracker(tracker: object) -> ChainTracker | None:

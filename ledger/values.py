@@ -6,6 +6,7 @@ Every constructor validates; a bad value raises :class:`~ledger.errors.InvalidIn
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -35,6 +36,11 @@ MAX_SCRIPT_BYTES = 100_000
 MAX_OUTPUTS = 10_000
 MAX_INPUTS = 10_000
 MAX_DETAILS_BYTES = 16_000
+MAX_DETAILS_DEPTH = 32
+"""Nesting of lists and objects in ``details``."""
+TYPED_VALUE_KEYS = frozenset({"_type_", "_data_"})
+"""An object of exactly these keys is how the event store writes a typed value (a datetime, a
+UUID); details holding one would read back from the log as that type, not as what was given."""
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _VOUT_DIGITS = re.compile(r"[0-9]{1,10}")
@@ -163,8 +169,45 @@ class ProviderResult(Value):
     status: ProviderStatus
     provider_status: Text | None = None
     competing_txids: list[Txid] = Field(default_factory=list, max_length=100)
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: Details = Field(default_factory=dict)
 
+
+def json_details(value: Any) -> dict[str, Any]:
+    """``details`` as the log keeps them: an object of JSON values (no NaN or infinity), at most
+    :data:`MAX_DETAILS_BYTES` as JSON and :data:`MAX_DETAILS_DEPTH` deep, with no object of
+    exactly the keys in :data:`TYPED_VALUE_KEYS`; returned as JSON gives it back (tuples become
+    lists). ``ValueError`` says what is wrong."""
+    if not isinstance(value, dict):
+        raise ValueError(f"details must be a dict of JSON values, got {type(value).__name__}")
+    _check_json_shape(value, depth=0)
+    try:
+        text = json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"details must be JSON values: {err}") from None
+    size = len(text.encode())
+    if size > MAX_DETAILS_BYTES:
+        raise ValueError(f"details are {size} bytes as JSON; at most {MAX_DETAILS_BYTES}")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _check_json_shape(value: Any, *, depth: int) -> None:
+    if depth > MAX_DETAILS_DEPTH:
+        raise ValueError(f"details nest more than {MAX_DETAILS_DEPTH} levels deep")
+    if isinstance(value, dict):
+        if value.keys() == TYPED_VALUE_KEYS:
+            raise ValueError("details may not hold an object whose only keys are '_type_' and "
+                             "'_data_' (the event store marks typed values that way); rename "
+                             "a key")
+        for item in value.values():
+            _check_json_shape(item, depth=depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_json_shape(item, depth=depth + 1)
+
+
+Details = Annotated[dict[str, Any], BeforeValidator(json_details)]
+"""Free-form ``details`` of a command, checked by :func:`json_details`."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -219,6 +262,14 @@ def check_text(what: str, value: Any) -> str:
 def check_txid(value: Any) -> str:
     """A txid, lowercased; :class:`InvalidInput` otherwise."""
     return str(check("txid", normalize_txid, value))
+
+
+def check_details(value: Any) -> dict[str, Any]:
+    """A command's ``details`` (:func:`json_details`); :class:`InvalidInput` otherwise."""
+    try:
+        return json_details(value)
+    except ValueError as err:
+        raise InvalidInput(str(err)) from None
 
 
 def check_names(what: str, values: Any) -> list[str]:

@@ -7,6 +7,7 @@ one ``processing.rejected`` event. Runs on SQLite and PostgreSQL (the ``led`` fi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -182,6 +183,49 @@ def test_unicode_text_is_accepted_and_bad_text_rejected(scene: Scene) -> None:
                   outputs=[out])
         untouched(led, InvalidInput, led.list_outputs, "alice", basket=bad_name)
     assert led.get_action("alice", "unicode").description == good
+    assert led.verify_projections().ok
+
+
+def _cycle() -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    d["loop"] = d
+    return d
+
+
+BAD_DETAILS: list[Any] = [
+    {"typed": {"_type_": "decimal_str", "_data_": "1.5"}},  # would read back as a Decimal
+    {"deeper": [{"_data_": "x", "_type_": "uuid_hex"}]},
+    {"n": float("nan")}, {"n": float("inf")}, {"s": {1, 2}}, {"b": b"bytes"},
+    {"deep": functools.reduce(lambda inner, _: [inner], range(40), [])}, _cycle(),
+    {"big": "x" * 20_000}, ["not", "a", "dict"], "text",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_DETAILS, ids=range(len(BAD_DETAILS)))
+def test_details_that_the_log_would_not_give_back_are_invalid_input(scene: Scene,
+                                                                    bad: Any) -> None:
+    """A note's, a transition's and a provider answer's details are kept in the log as JSON;
+    anything the log would read back as something else (a typed value, NaN) or not at all is
+    refused before it is appended."""
+    led = scene.led
+    if isinstance(bad, dict):
+        untouched(led, InvalidInput, led.note, scene.queued, "check", **bad)
+    untouched(led, InvalidInput, led.transition, scene.queued, "frozen", reason="x",
+              details=bad)
+    led.transition(scene.queued, "sending", reason="broadcast")
+    answer = {"provider": "arc", "status": "service_error", "details": bad}
+    untouched(led, InvalidInput, led.record_broadcast, scene.queued, [answer])
+
+
+def test_awkward_but_honest_details_are_kept_and_read_back_from_the_log(scene: Scene) -> None:
+    led = scene.led
+    kept = {"only_type": {"_type_": "x"}, "three": {"_type_": "a", "_data_": 1, "more": 2},
+            "big": 2**80, "neg": -(2**70), "f": 1.5e-7, "text": "\u2028 ☃ \"_type_\"",
+            "nested": [[{"a": None}]]}
+    led.note(scene.queued, "check", **kept)
+    assert led.history(scene.queued)[-1].details["details"] == kept
+    led.rebuild_projections()
+    assert led.history(scene.queued)[-1].details["details"] == kept
     assert led.verify_projections().ok
 
 
