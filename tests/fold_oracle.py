@@ -333,17 +333,19 @@ def fold_log(led: Ledger, upto: int | None = None) -> Fold:
 
 
 def read_log(led: Ledger, upto: int | None = None, after: int = 0) -> Iterator[tuple[int, Any]]:
-    """``(position, event)`` straight from the event store (no projection code involved)."""
+    """``(position, event)`` straight from the event store, through ``eventsourcing``'s own
+    notifications and mapper (neither projection code nor the ledger's bulk decoder)."""
+    recorder, mapper = led._app.recorder, led._app.mapper
     position = after
     while True:
-        page = led._log.read(after=position, limit=500)
-        for pos, event in page:
-            if upto is not None and pos > upto:
+        page = recorder.select_notifications(start=position, limit=500, inclusive_of_start=False)
+        for note in page:
+            if upto is not None and note.id > upto:
                 return
-            yield pos, event
+            yield note.id, mapper.to_domain_event(note)
         if len(page) < 500:
             return
-        position = page[-1][0]
+        position = page[-1].id
 
 
 # --- what the queries should answer ----------------------------------------------------------
