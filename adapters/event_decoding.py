@@ -59,20 +59,12 @@ class BulkDecoder:
     def decode(self, row: EventRow) -> Any:
         """The domain event of one stored row."""
         _, originator_id, version, topic, state = row
-        if type(state) is not bytes:
-            state = bytes(state)  # a driver's memoryview
-        if not self._fast or state.count(_TYPE_KEY) != 1 or _ESCAPE in state:
+        parsed = self._parsed(topic, state)
+        if parsed is None:
             return self._by_mapper(originator_id, version, topic, state)
+        values, stamp = parsed
         cls, convert, class_version = self._class(topic)
-        try:
-            values = self._parse(state)
-        except msgspec.DecodeError:  # ValidationError is one
-            return self._by_mapper(originator_id, version, topic, state)
-        stamp = values.get("timestamp")
-        if (type(stamp) is not dict or len(stamp) != 2 or stamp.get("_type_") != "datetime_iso"
-                or type(stamp.get("_data_")) is not str):
-            return self._by_mapper(originator_id, version, topic, state)
-        values["timestamp"] = datetime.fromisoformat(stamp["_data_"])
+        values["timestamp"] = datetime.fromisoformat(stamp)
         values["originator_id"] = convert(_uuid(originator_id))
         values["originator_version"] = version
         from_version = values.pop("class_version", 1)
@@ -83,6 +75,38 @@ class BulkDecoder:
         object.__setattr__(event, "__dict__", values)
         return event
 
+    def fields(self, row: EventRow) -> tuple[str, dict[str, Any], str]:
+        """One stored row as (topic, the event's fields, its timestamp as ISO text), without
+        an event object: what :meth:`decode` would give as ``vars(event)`` and
+        ``event.timestamp.isoformat()``, except that the fields may leave out the originator's
+        id and version and the timestamp."""
+        topic, state = row[3], row[4]
+        parsed = self._parsed(topic, state)
+        if parsed is not None:
+            values, stamp = parsed
+            if values.pop("class_version", 1) == self._class(topic)[2]:  # nothing to upcast
+                del values["timestamp"]
+                return topic, values, stamp
+        event = self.decode(row)
+        return topic, vars(event), event.timestamp.isoformat()
+
+    def _parsed(self, topic: str, state: bytes) -> tuple[dict[str, Any], str] | None:
+        """The state's fields and its timestamp's ISO text (which ``isoformat()`` wrote), or
+        None: the mapper must decode this state."""
+        if type(state) is not bytes:
+            state = bytes(state)  # a driver's memoryview
+        if not self._fast or state.count(_TYPE_KEY) != 1 or _ESCAPE in state:
+            return None
+        try:
+            values: dict[str, Any] = self._parse(state)
+        except msgspec.DecodeError:  # ValidationError is one
+            return None
+        stamp = values.get("timestamp")
+        if (type(stamp) is not dict or len(stamp) != 2 or stamp.get("_type_") != "datetime_iso"
+                or type(stamp.get("_data_")) is not str):
+            return None
+        return values, stamp["_data_"]
+
     def _class(self, topic: str) -> tuple[type, Callable[[Any], Any], int]:
         """The event class of a topic, its id convertor and its class version."""
         found = self._classes.get(topic)
@@ -92,7 +116,7 @@ class BulkDecoder:
                                             getattr(cls, "class_version", 1))
         return found
 
-    def _by_mapper(self, originator_id: Any, version: int, topic: str, state: bytes) -> Any:
+    def _by_mapper(self, originator_id: Any, version: int, topic: str, state: Any) -> Any:
         stored = StoredEvent(originator_id=_uuid(originator_id), originator_version=version,
                              topic=topic, state=state)
         return self._mapper.to_domain_event(stored)

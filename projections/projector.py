@@ -9,7 +9,7 @@ recomputed by :func:`ledger.rules.classify` whenever one of its inputs changes.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,34 +135,37 @@ def _iso(event: Any) -> str:
     return str(event.timestamp.isoformat())
 
 
-_AUDIT_FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-"""Per event class: the fields an audit row keeps in ``details_json``, and the bulky ones among
-them it records by size only (every event of a class has the same fields)."""
+_AUDIT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+"""Per topic: the fields an audit row keeps in ``details_json``, and the bulky ones among them
+it records by size only (every event of a topic has the same fields)."""
 
 
-def _audit_fields(event: Any, values: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    found = _AUDIT_FIELDS.get(type(event))
+def _audit_fields(topic: str, fields: Mapping[str, Any]
+                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    found = _AUDIT_FIELDS.get(topic)
     if found is None:
-        kept = tuple(sorted(values.keys() - _BASE_FIELDS))
-        found = _AUDIT_FIELDS[type(event)] = (kept, tuple(f for f in kept if f in _BULKY_FIELDS))
+        kept = tuple(sorted(fields.keys() - _BASE_FIELDS))
+        found = _AUDIT_FIELDS[topic] = (kept, tuple(f for f in kept if f in _BULKY_FIELDS))
     return found
 
 
-def audit_row(position: int, event: Any, action_txid: ActionTxid) -> Row:
-    """The ``tx_audit`` row of one event: what it is, whom it concerns, and its fields (bulky
-    ones by size only). A function of the event alone, except for the txid of an action's
-    abort or retake, which ``action_txid`` answers from the action's earlier events."""
-    name, subject = AUDITS[type(event).TOPIC]
-    values = vars(event)
-    kept, bulky_fields = _audit_fields(event, values)
-    details = {k: values[k] for k in kept}
+def audit_row(position: int, topic: str, fields: Mapping[str, Any], at: str,
+              action_txid: ActionTxid) -> Row:
+    """The ``tx_audit`` row of one event, from its topic, its fields and its timestamp as ISO
+    text: what it is, whom it concerns, and its fields (bulky ones by size only). A function
+    of the event alone, except for the txid of an action's abort or retake, which
+    ``action_txid`` answers from the action's earlier events. ``fields`` may leave out the
+    originator's id and version and the timestamp (no audit column holds them)."""
+    name, subject = AUDITS[topic]
+    kept, bulky_fields = _audit_fields(topic, fields)
+    details = {k: fields[k] for k in kept}
     for bulky in bulky_fields:
         value = details.pop(bulky)
         if value is not None:
             details[f"{bulky}_bytes"] = len(value) // 2
     return {"audit_id": position, "txid": None, "user": None, "reference": None, "event": name,
-            "from_state": None, "to_state": None, **subject(event, action_txid),
-            "details_json": details, "created_at": _iso(event)}
+            "from_state": None, "to_state": None, **subject(fields, action_txid),
+            "details_json": details, "created_at": at}
 
 
 def _outpoint(text: str) -> tuple[str, int]:
@@ -477,40 +480,42 @@ AUDIT_ONLY_TOPICS = frozenset(t for t, handler in HANDLERS.items() if handler is
 
 ActionTxid = Callable[[str, str], str | None]
 """``action_txid(user, reference)``: the txid an action signed or internalized, if any."""
-Subject = Callable[[Any, ActionTxid], dict[str, Any]]
+Fields = Mapping[str, Any]
+Subject = Callable[[Fields, ActionTxid], dict[str, Any]]
 
 
-def _tx(e: Any, _: ActionTxid) -> dict[str, Any]:
-    return {"txid": e.txid}
+def _tx(f: Fields, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": f["txid"]}
 
 
-def _tx_move(e: Any, _: ActionTxid) -> dict[str, Any]:
-    return {"txid": e.txid, "from_state": e.from_state, "to_state": e.to_state}
+def _tx_move(f: Fields, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": f["txid"], "from_state": f["from_state"], "to_state": f["to_state"]}
 
 
-def _tx_created_subject(e: Any, _: ActionTxid) -> dict[str, Any]:
-    return {"txid": e.txid, "user": e.origin_user, "reference": e.origin_reference,
-            "to_state": e.state}
+def _tx_created_subject(f: Fields, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": f["txid"], "user": f["origin_user"], "reference": f["origin_reference"],
+            "to_state": f["state"]}
 
 
-def _action(e: Any, _: ActionTxid) -> dict[str, Any]:
-    return {"user": e.user, "reference": e.reference}
+def _action(f: Fields, _: ActionTxid) -> dict[str, Any]:
+    return {"user": f["user"], "reference": f["reference"]}
 
 
-def _action_tx(e: Any, _: ActionTxid) -> dict[str, Any]:
-    return {"txid": e.txid, "user": e.user, "reference": e.reference}
+def _action_tx(f: Fields, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": f["txid"], "user": f["user"], "reference": f["reference"]}
 
 
-def _action_earlier_tx(e: Any, action_txid: ActionTxid) -> dict[str, Any]:
-    return {"txid": action_txid(e.user, e.reference), "user": e.user, "reference": e.reference}
+def _action_earlier_tx(f: Fields, action_txid: ActionTxid) -> dict[str, Any]:
+    return {"txid": action_txid(f["user"], f["reference"]), "user": f["user"],
+            "reference": f["reference"]}
 
 
-def _nobody(e: Any, _: ActionTxid) -> dict[str, Any]:
+def _nobody(f: Fields, _: ActionTxid) -> dict[str, Any]:
     return {}
 
 
-def _outpoint_tx(e: Any, _: ActionTxid) -> dict[str, Any]:
-    return {"txid": _outpoint(e.outpoint)[0]}
+def _outpoint_tx(f: Fields, _: ActionTxid) -> dict[str, Any]:
+    return {"txid": _outpoint(f["outpoint"])[0]}
 
 
 AUDITS: dict[str, tuple[str, Subject]] = {
@@ -550,15 +555,16 @@ ACTION_TXID_TOPICS = frozenset({"ledger.action.ActionSigned", "ledger.action.Out
 class AuditFold:
     """Audit rows of a log read in order, without the other tables: the one fact an audit row
     takes from earlier events (an action's txid) is kept here. Used to load ``tx_audit`` beside
-    the rest of a rebuild; :func:`apply_event` makes the same rows from the action rows."""
+    the rest of a rebuild, from the events' stored fields (no event objects); :func:`apply_event`
+    makes the same rows from the event objects and the action rows."""
 
     def __init__(self) -> None:
         self._txids: dict[tuple[str, str], str] = {}
 
-    def row(self, position: int, event: Any) -> Row:
-        if type(event).TOPIC in ACTION_TXID_TOPICS:
-            self._txids[(event.user, event.reference)] = event.txid
-        return audit_row(position, event, self._action_txid)
+    def row(self, position: int, topic: str, fields: Fields, at: str) -> Row:
+        if topic in ACTION_TXID_TOPICS:
+            self._txids[(fields["user"], fields["reference"])] = fields["txid"]
+        return audit_row(position, topic, fields, at, self._action_txid)
 
     def _action_txid(self, user: str, reference: str) -> str | None:
         return self._txids.get((user, reference))
@@ -582,7 +588,8 @@ def apply_event(store: RowStore, position: int, event: Any, *, audit: bool = Tru
         raise KeyError(f"no projection for event topic {topic!r}")
     handler(store, position, event)
     if audit:
-        store.append("tx_audit", audit_row(position, event, _stored_action_txid(store)))
+        store.append("tx_audit", audit_row(position, topic, vars(event), _iso(event),
+                                           _stored_action_txid(store)))
 
 
 def record_position(store: RowStore, position: int) -> None:

@@ -11,7 +11,7 @@ import operator
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import StaticPool
@@ -119,6 +119,11 @@ class EventLog(Protocol):
         """Up to ``limit`` events after position ``after``; those whose topic is in ``skip``
         come back as ``None`` (not decoded)."""
         ...
+    def read_fields(self, after: int, limit: int) -> list[tuple[int, str, dict[str, Any], str]]:
+        """The same events as ``(position, topic, fields, timestamp as ISO text)``, without
+        event objects (the fields may leave out the originator's id and version and the
+        timestamp): what an audit row is made of."""
+        ...
     def head(self) -> int: ...
     def lock_writers(self, cursor: Any) -> None: ...
 
@@ -131,13 +136,28 @@ def iterate(log: EventLog, *, after: int = 0, upto: int | None = None,
             skip: frozenset[str] = frozenset()) -> Iterator[tuple[int, Any]]:
     """Events with ``after < position <= upto`` in order, read in pages (``None`` for those of
     the topics in ``skip``)."""
+    return _paged(lambda position: log.read(after=position, limit=READ_PAGE_EVENTS, skip=skip),
+                  after, upto)
+
+
+def iterate_fields(log: EventLog, *, upto: int | None = None
+                   ) -> Iterator[tuple[int, str, dict[str, Any], str]]:
+    """:meth:`EventLog.read_fields` of every event up to ``upto``, in order, read in pages."""
+    return _paged(lambda position: log.read_fields(after=position, limit=READ_PAGE_EVENTS),
+                  0, upto)
+
+
+Item = TypeVar("Item", bound=tuple[Any, ...])
+
+
+def _paged(read: Callable[[int], list[Item]], after: int, upto: int | None) -> Iterator[Item]:
     position = after
     while True:
-        page = log.read(after=position, limit=READ_PAGE_EVENTS, skip=skip)
-        for pos, event in page:
-            if upto is not None and pos > upto:
+        page = read(position)
+        for item in page:
+            if upto is not None and item[0] > upto:
                 return
-            yield pos, event
+            yield item
         if len(page) < READ_PAGE_EVENTS:
             return
         position = page[-1][0]
@@ -370,8 +390,8 @@ def load_audit(db: Database, log: EventLog, prefix: str, upto: int, *,
             return None
 
     with gc_pause.paused():
-        for pos, event in iterate(log, upto=upto):
-            rows.append(audit.row(pos, event))
+        for pos, topic, fields, at in iterate_fields(log, upto=upto):
+            rows.append(audit.row(pos, topic, fields, at))
             if len(rows) >= due:  # read on while the rebuild holds SQLite's one writer lock
                 written = write(rows, wait=len(rows) >= MAX_PENDING_AUDIT_ROWS)
                 if written is None:

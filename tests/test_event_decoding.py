@@ -98,6 +98,25 @@ def test_every_event_of_a_real_log_decodes_as_the_mapper_decodes_it(led: Ledger,
     assert 0 < slow < len(rows) // 4
 
 
+AUDIT_FREE_FIELDS = {"originator_id", "originator_version", "timestamp"}
+
+
+def test_stored_fields_are_the_mappers_events_fields_and_timestamp_text(led: Ledger,
+                                                                        world: World) -> None:
+    """What the audit load reads instead of events: every field the event has (but the three
+    no audit column holds), and the timestamp as ``isoformat()`` writes it."""
+    history_with_awkward_details(led, world)
+    decoder = BulkDecoder(led._app.mapper)
+    notes = led._app.recorder.select_notifications(start=0, limit=100_000)
+    for note, row in zip(notes, stored_rows(led), strict=True):
+        event = led._app.mapper.to_domain_event(note)
+        topic, fields, at = decoder.fields(row)
+        assert topic == note.topic and at == event.timestamp.isoformat()
+        expected = {k: v for k, v in vars(event).items() if k not in AUDIT_FREE_FIELDS}
+        assert same({k: v for k, v in fields.items() if k not in AUDIT_FREE_FIELDS}, expected)
+        assert fields.keys() - AUDIT_FREE_FIELDS == expected.keys()
+
+
 def test_the_ledgers_log_reader_gives_the_mappers_events(led: Ledger, world: World) -> None:
     history_with_awkward_details(led, world)
     ours = led._log.read(after=0, limit=100_000)
@@ -181,6 +200,7 @@ def test_events_stored_at_an_older_class_version_are_upcast_as_the_mapper_does(
     oid = uuid4()
     ours = BulkDecoder(mapper).decode((1, oid.hex, 2, topic, v1))
     assert mapper.decoded == 0 and ours.verified_by == "headers"
+    assert BulkDecoder(mapper).fields((1, oid.hex, 2, topic, v1))[1]["verified_by"] == "headers"
     expected = mapper.to_domain_event(StoredEvent(originator_id=oid, originator_version=2,
                                                   topic=topic, state=v1))
     assert same_event(ours, expected)
@@ -188,9 +208,9 @@ def test_events_stored_at_an_older_class_version_are_upcast_as_the_mapper_does(
 
 def test_a_compressing_mapper_is_left_to_decode_everything(sqlite_ledger: Ledger) -> None:
     import zlib
+    from datetime import UTC, datetime
 
     from eventsourcing.persistence import Mapper
-    from datetime import UTC, datetime
 
     class Zlib:
         def compress(self, data: bytes) -> bytes:

@@ -234,13 +234,13 @@ def test_the_audit_load_reads_on_while_the_rebuild_holds_sqlites_writer_lock(
         monkeypatch.setattr(replay, "AUDIT_PAGE_ROWS", 3)
         monkeypatch.setattr(replay, "MAX_PENDING_AUDIT_ROWS", 10_000)
         all_read, busy = threading.Event(), []
-        unread = replay.iterate
+        unread = replay.iterate_fields
 
         def reading(log: Any, **kwargs: Any) -> Iterator[Any]:
             yield from unread(log, **kwargs)
             all_read.set()
 
-        monkeypatch.setattr(replay, "iterate", reading)
+        monkeypatch.setattr(replay, "iterate_fields", reading)
         holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")
         with pytest.raises(WriterBusy), led._db.transaction(write=True, wait=False):
