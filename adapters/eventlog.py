@@ -30,9 +30,13 @@ class StoreLog:
             return [(row[0], None if row[3] in skip else decode(row)) for row in found]
         return [(row[0], decode(row)) for row in found]
 
-    def read_fields(self, after: int, limit: int) -> list[tuple[int, str, dict[str, Any], str]]:
+    def read_fields(self, after: int, limit: int, skip: frozenset[str] = frozenset()
+                    ) -> list[tuple[int, str, Any, str]]:
         found = self._recorder.select_event_rows(after, limit)
         fields = self._decoder.fields
+        if skip:
+            return [(row[0], row[3], None, "") if row[3] in skip else (row[0], *fields(row))
+                    for row in found]
         return [(row[0], *fields(row)) for row in found]
 
     def head(self) -> int:

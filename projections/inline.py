@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.projector import project_batch, read_plan, tip_height
+from projections.projector import Recorded, project_batch, read_plan, recorded, tip_height
 from projections.schema import SET_PREFIXES, build_schema
 from projections.stores import Dialect, SqlRowStore, SqlStatements
 from projections.tables import parse_pointer, pointer_query
@@ -120,7 +120,8 @@ class InlineProjection:
                 return
         if events is None or len(events) != len(ids):
             events = [self._decode(s) for s in stored]
-        plan = read_plan(events)
+        items = [recorded(pos, event) for pos, event in zip(ids, events, strict=True)]
+        plan = read_plan(items)
         guess = self._guess[0]
         store = self._store(cursor, guess)
         check = [(self._pointer_and_position[guess], ())]
@@ -129,7 +130,7 @@ class InlineProjection:
                               defer_also=self._defer_check and self._alone and kept is not None)
         if read is None:  # every row kept: the pointer is checked with the writes
             assert kept is not None
-            self._project_deferred(store, kept, ids, events, check, guess)
+            self._project_deferred(store, kept, ids, events, items, check, guess)
             return
         (pointer,) = read
         prefix, mode = parse_pointer(pointer)
@@ -142,14 +143,14 @@ class InlineProjection:
             self._kept = None  # another writer moved the projection: read everything afresh
             store = SqlRowStore(cursor, self._statements[prefix])
             store.prefetch(plan)
-        project_batch(store, zip(ids, events, strict=True))
+        project_batch(store, items)
         check_chain_invariants(store, events)
         store.flush()
         self._keep(store, prefix, ids)
 
     def _project_deferred(self, store: SqlRowStore, kept: _Kept, ids: Sequence[int],
-                          events: Sequence[Any], check: list[tuple[str, tuple[()]]],
-                          guess: str) -> None:
+                          events: Sequence[Any], items: list[Recorded],
+                          check: list[tuple[str, tuple[()]]], guess: str) -> None:
         """Project on the kept rows, then write them in the same round trip as the pointer
         check. If the check shows another writer (or a mode switch, or a swapped set), the
         append is refused as stale: the command runs again and this hook then reads everything
@@ -158,7 +159,7 @@ class InlineProjection:
         recurs on the fresh reads, and propagates from there."""
         self._kept = None  # trusted again only once this batch commits
         try:
-            project_batch(store, zip(ids, events, strict=True))
+            project_batch(store, items)
             check_chain_invariants(store, events)
             (pointer,) = store.flush(first=check)
         except Exception as err:

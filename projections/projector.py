@@ -1,8 +1,10 @@
 """The event -> row projector: one code path for inline, catch-up, rebuild and as-of replay.
 
-:func:`apply_event` is a pure function of (rows it reads through a :class:`RowStore`, one event):
-it decides row changes and hands them back to the store. Stores decide where rows live (memory
-for rebuilds and replays, SQL for inline and catch-up). The spendability of every output row is
+:func:`apply_recorded` is a pure function of (rows it reads through a :class:`RowStore`, one
+event as :data:`Recorded`: its position, topic, fields and ISO time): it decides row changes and
+hands them back to the store. Replays read events in that shape straight from the log; the
+inline hook makes it from its event objects (:func:`recorded`). Stores decide where rows live
+(memory for rebuilds and replays, SQL for inline and catch-up). The spendability of every output row is
 recomputed by :func:`ledger.rules.classify` whenever one of its inputs changes.
 """
 
@@ -31,6 +33,8 @@ from ledger.status import (
 from projections.schema import balance_columns
 
 Row = dict[str, Any]
+Fields = Mapping[str, Any]
+"""An event's fields, as ``vars(event)`` or as stored (:meth:`EventLog.read_fields`)."""
 S = ProcessingStatus
 _state: Callable[[str], ProcessingStatus] = {s.value: s for s in S}.__getitem__
 """A stored state's status (a dict lookup: ``S(value)`` goes through the enum machinery, a
@@ -65,7 +69,9 @@ class Event(Protocol):
     TOPIC: str
 
 
-Handler = Callable[[RowStore, int, Any], None]
+Handler = Callable[[RowStore, int, Fields, str], None]
+"""``handler(store, position, fields, at)``: one event's row changes, from its fields and its
+timestamp as ISO text."""
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -175,13 +181,12 @@ def _outpoint(text: str) -> tuple[str, int]:
 
 # --- transaction events ---------------------------------------------------------------------
 
-def _tx_created(store: RowStore, pos: int, e: Any) -> None:
-    at = _iso(e)
+def _tx_created(store: RowStore, pos: int, e: Fields, at: str) -> None:
     store.put("transactions", {
-        "txid": e.txid, "state": e.state, "attempts": 0, "was_broadcast": False,
-        "is_coinbase": e.is_coinbase, "height": None, "block_hash": None, "merkle_root": None,
-        "raw_tx": bytes.fromhex(e.raw_tx), "inputs": list(e.inputs),
-        "origin_user": e.origin_user, "origin_reference": e.origin_reference,
+        "txid": e["txid"], "state": e["state"], "attempts": 0, "was_broadcast": False,
+        "is_coinbase": e["is_coinbase"], "height": None, "block_hash": None, "merkle_root": None,
+        "raw_tx": bytes.fromhex(e["raw_tx"]), "inputs": list(e["inputs"]),
+        "origin_user": e["origin_user"], "origin_reference": e["origin_reference"],
         "position": pos, "state_position": pos, "proof_position": None,
         "created_at": at, "updated_at": at,
     })
@@ -195,95 +200,95 @@ def _tx_row(store: RowStore, txid: str, pos: int, at: str) -> Row:
     return row
 
 
-def _processing_changed(store: RowStore, pos: int, e: Any) -> None:
-    tx = _tx_row(store, e.txid, pos, _iso(e))
-    assert tx["state"] == e.from_state, (tx["state"], e.from_state)
-    tx["state"] = e.to_state
+def _processing_changed(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    tx = _tx_row(store, e["txid"], pos, at)
+    assert tx["state"] == e["from_state"], (tx["state"], e["from_state"])
+    tx["state"] = e["to_state"]
     tx["state_position"] = pos
     store.put("transactions", tx)
-    to_state, tip = _state(e.to_state), tip_height(store)
-    for row in ([] if outputs_unaffected(_state(e.from_state), to_state)
-                else store.outputs_of_tx(e.txid)):
-        preserved = (preserved_on_entry(output_facts(row, e.from_state), to_state, tip)
+    to_state, tip = _state(e["to_state"]), tip_height(store)
+    for row in ([] if outputs_unaffected(_state(e["from_state"]), to_state)
+                else store.outputs_of_tx(e["txid"])):
+        preserved = (preserved_on_entry(output_facts(row, e["from_state"]), to_state, tip)
                      if to_state in PRESERVING_STATES else None)
         moved = preserved != row["preserved"]
         if moved:
             row["preserved"] = preserved
-        category = classify(output_facts(row, e.to_state), tip)
+        category = classify(output_facts(row, e["to_state"]), tip)
         if moved or category.value != row["category"]:  # else the row holds nothing it changes
             _store_output(store, row, pos, category)
-    from_state = _state(e.from_state)
+    from_state = _state(e["from_state"])
     for action in ([] if actions_unaffected(from_state, to_state)
-                   else store.actions_of_tx(e.txid)):
+                   else store.actions_of_tx(e["txid"])):
         action["status"] = action_status(to_state, aborted=bool(action["aborted"]))
         action["position"] = pos
         store.put("actions", action)
 
 
-def _transition_rejected(store: RowStore, pos: int, e: Any) -> None:
-    store.put("transactions", _tx_row(store, e.txid, pos, _iso(e)))
+def _transition_rejected(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    store.put("transactions", _tx_row(store, e["txid"], pos, at))
 
 
-def _provider_result(store: RowStore, pos: int, e: Any) -> None:
-    tx = _tx_row(store, e.txid, pos, _iso(e))
-    if e.status in ("success", "seen"):
+def _provider_result(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    tx = _tx_row(store, e["txid"], pos, at)
+    if e["status"] in ("success", "seen"):
         tx["was_broadcast"] = True
     store.put("transactions", tx)
 
 
-def _attempts(store: RowStore, pos: int, e: Any) -> None:
-    tx = _tx_row(store, e.txid, pos, _iso(e))
-    tx["attempts"] = e.attempts
+def _attempts(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    tx = _tx_row(store, e["txid"], pos, at)
+    tx["attempts"] = e["attempts"]
     store.put("transactions", tx)
 
 
-def _set_proof(store: RowStore, pos: int, e: Any,
+def _set_proof(store: RowStore, pos: int, e: Fields, at: str,
                proof: tuple[int, str | None, str] | None) -> None:
-    tx = _tx_row(store, e.txid, pos, _iso(e))
+    tx = _tx_row(store, e["txid"], pos, at)
     tx["height"], tx["block_hash"], tx["merkle_root"] = proof or (None, None, None)
     tx["proof_position"] = pos
     store.put("transactions", tx)
     if not tx["is_coinbase"]:
         return
     tip = tip_height(store)
-    for row in store.outputs_of_tx(e.txid):
+    for row in store.outputs_of_tx(e["txid"]):
         row["matures_at_height"] = matures_at_height(proof[0]) if proof else None
         _evidence(row, "proof", pos)
         _refresh(store, row, pos, tip, tx["state"])
 
 
-def _proof_recorded(store: RowStore, pos: int, e: Any) -> None:
-    _set_proof(store, pos, e, (e.height, e.block_hash, e.merkle_root))
+def _proof_recorded(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    _set_proof(store, pos, e, at, (e["height"], e["block_hash"], e["merkle_root"]))
 
 
-def _proof_invalidated(store: RowStore, pos: int, e: Any) -> None:
-    _set_proof(store, pos, e, None)
+def _proof_invalidated(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    _set_proof(store, pos, e, at, None)
 
 
-def _note(store: RowStore, pos: int, e: Any) -> None:
-    store.put("transactions", _tx_row(store, e.txid, pos, _iso(e)))
+def _note(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    store.put("transactions", _tx_row(store, e["txid"], pos, at))
 
 
 # --- action events --------------------------------------------------------------------------
 
-def _action_row(store: RowStore, e: Any, pos: int) -> Row:
-    row = store.get("actions", (e.user, e.reference))
-    assert row is not None, f"event for unknown action {e.user}/{e.reference}"
+def _action_row(store: RowStore, e: Fields, pos: int) -> Row:
+    row = store.get("actions", (e["user"], e["reference"]))
+    assert row is not None, f"event for unknown action {e['user']}/{e['reference']}"
     row["position"] = pos
     return row
 
 
-def _action_created(store: RowStore, pos: int, e: Any) -> None:
-    own = satoshis_delta(e.outputs, ())
+def _action_created(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    own = satoshis_delta(e["outputs"], ())
     store.put("actions", {
-        "user": e.user, "reference": e.reference, "txid": None,
-        "status": action_status(None), "description": e.description, "satoshis_delta": own,
-        "is_outgoing": e.is_outgoing, "aborted": False, "labels": list(e.labels),
-        "inputs": [], "outputs": list(e.outputs), "position": pos, "created_position": pos,
+        "user": e["user"], "reference": e["reference"], "txid": None,
+        "status": action_status(None), "description": e["description"], "satoshis_delta": own,
+        "is_outgoing": e["is_outgoing"], "aborted": False, "labels": list(e["labels"]),
+        "inputs": [], "outputs": list(e["outputs"]), "position": pos, "created_position": pos,
     })
-    for label in e.labels:
-        store.append("action_labels", {"user": e.user, "label": label,
-                                       "reference": e.reference, "created_position": pos})
+    for label in e["labels"]:
+        store.append("action_labels", {"user": e["user"], "label": label,
+                                       "reference": e["reference"], "created_position": pos})
 
 
 def _spent_rows(store: RowStore, user: str, outpoints: Iterable[str]) -> list[Row]:
@@ -296,14 +301,14 @@ def _spent_rows(store: RowStore, user: str, outpoints: Iterable[str]) -> list[Ro
     return rows
 
 
-def _inputs_reserved(store: RowStore, pos: int, e: Any) -> None:
+def _inputs_reserved(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action = _action_row(store, e, pos)
-    action["inputs"] = [*action["inputs"], *(i["outpoint"] for i in e.inputs)]
-    action["satoshis_delta"] -= sum(int(i["satoshis"]) for i in e.inputs)
+    action["inputs"] = [*action["inputs"], *(i["outpoint"] for i in e["inputs"])]
+    action["satoshis_delta"] -= sum(int(i["satoshis"]) for i in e["inputs"])
     store.put("actions", action)
     tip = tip_height(store)
-    for row in _spent_rows(store, e.user, (i["outpoint"] for i in e.inputs)):
-        row["spender_reference"] = e.reference
+    for row in _spent_rows(store, e["user"], (i["outpoint"] for i in e["inputs"])):
+        row["spender_reference"] = e["reference"]
         _evidence(row, "spender", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
 
@@ -340,82 +345,82 @@ def _add_outputs(store: RowStore, pos: int, user: str, txid: str,
                                              "vout": vout})
 
 
-def _action_signed(store: RowStore, pos: int, e: Any) -> None:
+def _action_signed(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action = _action_row(store, e, pos)
-    tx = store.get("transactions", (e.txid,))
+    tx = store.get("transactions", (e["txid"],))
     assert tx is not None
-    action["txid"] = e.txid
+    action["txid"] = e["txid"]
     action["status"] = action_status(_state(tx["state"]))
     store.put("actions", action)
-    _add_outputs(store, pos, e.user, e.txid, own_outputs(action["outputs"]))
+    _add_outputs(store, pos, e["user"], e["txid"], own_outputs(action["outputs"]))
     tip = tip_height(store)
-    for row in _spent_rows(store, e.user, action["inputs"]):
-        if row["spender_reference"] == e.reference:
-            row["spender_txid"] = e.txid
+    for row in _spent_rows(store, e["user"], action["inputs"]):
+        if row["spender_reference"] == e["reference"]:
+            row["spender_txid"] = e["txid"]
             _evidence(row, "spender", pos)
             _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
 
 
-def _release(store: RowStore, pos: int, e: Any, outpoints: Iterable[str]) -> None:
+def _release(store: RowStore, pos: int, e: Fields, outpoints: Iterable[str]) -> None:
     tip = tip_height(store)
-    for row in _spent_rows(store, e.user, outpoints):
-        if row["spender_reference"] == e.reference:
+    for row in _spent_rows(store, e["user"], outpoints):
+        if row["spender_reference"] == e["reference"]:
             row["spender_reference"] = row["spender_txid"] = None
             row["quarantined"] = False
             _evidence(row, "spender", pos)
             _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
 
 
-def _action_aborted(store: RowStore, pos: int, e: Any) -> None:
+def _action_aborted(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action = _action_row(store, e, pos)
     action["aborted"] = True
     action["status"] = action_status(None, aborted=True)
     store.put("actions", action)
-    _release(store, pos, e, e.released)
+    _release(store, pos, e, e["released"])
 
 
-def _inputs_released(store: RowStore, pos: int, e: Any) -> None:
-    _release(store, pos, e, e.outpoints)
+def _inputs_released(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    _release(store, pos, e, e["outpoints"])
 
 
-def _inputs_quarantined(store: RowStore, pos: int, e: Any) -> None:
+def _inputs_quarantined(store: RowStore, pos: int, e: Fields, at: str) -> None:
     tip = tip_height(store)
-    for row in _spent_rows(store, e.user, e.outpoints):
+    for row in _spent_rows(store, e["user"], e["outpoints"]):
         row["quarantined"] = True
         _evidence(row, "quarantine", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
 
 
-def _inputs_retaken(store: RowStore, pos: int, e: Any) -> None:
+def _inputs_retaken(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action = _action_row(store, e, pos)
     store.put("actions", action)
     tip = tip_height(store)
-    for row in _spent_rows(store, e.user, e.outpoints):
-        row["spender_reference"], row["spender_txid"] = e.reference, action["txid"]
+    for row in _spent_rows(store, e["user"], e["outpoints"]):
+        row["spender_reference"], row["spender_txid"] = e["reference"], action["txid"]
         row["quarantined"] = False
         _evidence(row, "spender", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
 
 
-def _outputs_internalized(store: RowStore, pos: int, e: Any) -> None:
+def _outputs_internalized(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action = _action_row(store, e, pos)
-    tx = store.get("transactions", (e.txid,))
+    tx = store.get("transactions", (e["txid"],))
     assert tx is not None
-    action["txid"] = e.txid
+    action["txid"] = e["txid"]
     action["status"] = action_status(_state(tx["state"]))
-    action["satoshis_delta"] += satoshis_delta(e.outputs, ())
-    action["outputs"] = [*action["outputs"], *e.outputs]
+    action["satoshis_delta"] += satoshis_delta(e["outputs"], ())
+    action["outputs"] = [*action["outputs"], *e["outputs"]]
     store.put("actions", action)
-    _add_outputs(store, pos, e.user, e.txid, e.outputs)
+    _add_outputs(store, pos, e["user"], e["txid"], e["outputs"])
 
 
-def _labels_added(store: RowStore, pos: int, e: Any) -> None:
+def _labels_added(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action = _action_row(store, e, pos)
-    action["labels"] = [*action["labels"], *e.labels]
+    action["labels"] = [*action["labels"], *e["labels"]]
     store.put("actions", action)
-    for label in e.labels:
-        store.append("action_labels", {"user": e.user, "label": label,
-                                       "reference": e.reference,
+    for label in e["labels"]:
+        store.append("action_labels", {"user": e["user"], "label": label,
+                                       "reference": e["reference"],
                                        "created_position": action["created_position"]})
 
 
@@ -430,19 +435,19 @@ def _move_tip(store: RowStore, pos: int, new_tip: int | None) -> None:
         _refresh(store, row, pos, new_tip, _tx_state(store, row["txid"]))
 
 
-def _block_connected(store: RowStore, pos: int, e: Any) -> None:
-    store.put("headers", {"hash": e.hash, "height": e.height, "prev_hash": e.prev_hash,
-                          "merkle_root": e.merkle_root, "active": True, "position": pos})
-    _move_tip(store, pos, e.height)
+def _block_connected(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    store.put("headers", {"hash": e["hash"], "height": e["height"], "prev_hash": e["prev_hash"],
+                          "merkle_root": e["merkle_root"], "active": True, "position": pos})
+    _move_tip(store, pos, e["height"])
 
 
-def _block_disconnected(store: RowStore, pos: int, e: Any) -> None:
-    store.put("headers", {"hash": e.hash, "height": e.height, "prev_hash": e.prev_hash,
-                          "merkle_root": e.merkle_root, "active": False, "position": pos})
-    _move_tip(store, pos, e.height - 1)
+def _block_disconnected(store: RowStore, pos: int, e: Fields, at: str) -> None:
+    store.put("headers", {"hash": e["hash"], "height": e["height"], "prev_hash": e["prev_hash"],
+                          "merkle_root": e["merkle_root"], "active": False, "position": pos})
+    _move_tip(store, pos, e["height"] - 1)
 
 
-def _no_rows(store: RowStore, pos: int, e: Any) -> None:
+def _no_rows(store: RowStore, pos: int, e: Fields, at: str) -> None:
     """Events only the audit table shows."""
 
 
@@ -480,7 +485,6 @@ AUDIT_ONLY_TOPICS = frozenset(t for t, handler in HANDLERS.items() if handler is
 
 ActionTxid = Callable[[str, str], str | None]
 """``action_txid(user, reference)``: the txid an action signed or internalized, if any."""
-Fields = Mapping[str, Any]
 Subject = Callable[[Fields, ActionTxid], dict[str, Any]]
 
 
@@ -577,18 +581,34 @@ def _stored_action_txid(store: RowStore) -> ActionTxid:
     return action_txid
 
 
+Recorded = tuple[int, str, Fields, str]
+"""One event as the projector reads it: ``(position, topic, fields, timestamp as ISO text)``.
+Replays read it straight from the stored state (no event object); the inline hook makes it
+from the event objects it was given (:func:`recorded`)."""
+
+
+def recorded(position: int, event: Any) -> Recorded:
+    """An event object as the projector reads it."""
+    return position, type(event).TOPIC, vars(event), _iso(event)
+
+
 def apply_event(store: RowStore, position: int, event: Any, *, audit: bool = True) -> None:
+    """:func:`apply_recorded` of an event object."""
+    apply_recorded(store, recorded(position, event), audit=audit)
+
+
+def apply_recorded(store: RowStore, item: Recorded, *, audit: bool = True) -> None:
     """Apply one event at its log position, without recording the position (a batch records
     its last one, see :func:`project_batch`). Unknown topics are an error, never skipped.
     ``audit=False`` leaves out its ``tx_audit`` row (a rebuild loads those beside the rest,
     see :class:`AuditFold`)."""
-    topic = type(event).TOPIC
+    position, topic, fields, at = item
     handler = HANDLERS.get(topic)
     if handler is None:
         raise KeyError(f"no projection for event topic {topic!r}")
-    handler(store, position, event)
+    handler(store, position, fields, at)
     if audit:
-        store.append("tx_audit", audit_row(position, topic, vars(event), _iso(event),
+        store.append("tx_audit", audit_row(position, topic, fields, at,
                                            _stored_action_txid(store)))
 
 
@@ -597,13 +617,12 @@ def record_position(store: RowStore, position: int) -> None:
     _set_meta(store, "position", position)
 
 
-def project_batch(store: RowStore, items: Iterable[tuple[int, Any]], *,
-                  audit: bool = True) -> int:
+def project_batch(store: RowStore, items: Iterable[Recorded], *, audit: bool = True) -> int:
     """Apply events in log order and record the last position; returns how many."""
     count, last = 0, None
-    for position, event in items:
-        apply_event(store, position, event, audit=audit)
-        count, last = count + 1, position
+    for item in items:
+        apply_recorded(store, item, audit=audit)
+        count, last = count + 1, item[0]
     if last is not None:
         record_position(store, last)
     return count
@@ -639,23 +658,23 @@ _OUTPUTS_WANTED = frozenset({"ledger.transaction.ProofRecorded",
 that may affect outputs, see :func:`ledger.rules.outputs_unaffected`)."""
 
 
-def read_plan(events: Sequence[Any]) -> ReadPlan:
-    """What :func:`apply_event` will read for ``events`` (the handlers' reads, listed ahead)."""
+def read_plan(items: Sequence[Recorded]) -> ReadPlan:
+    """What :func:`apply_recorded` will read for ``items`` (the handlers' reads, listed
+    ahead)."""
     plan = ReadPlan()
     plan.keys["meta"].update({("position",), ("tip_height",)})
-    created_inputs = {e.txid: e.inputs for e in events
-                      if type(e).TOPIC == "ledger.transaction.TransactionCreated"}
-    for e in events:
-        topic = type(e).TOPIC
-        txid = getattr(e, "txid", None)
+    created_inputs = {e["txid"]: e["inputs"] for _, topic, e, _ in items
+                      if topic == "ledger.transaction.TransactionCreated"}
+    for _, topic, e, _ in items:
+        txid = e.get("txid")
         if topic.startswith("ledger.transaction."):
             plan.keys["transactions"].add((txid,))
         elif topic.startswith("ledger.action."):
-            plan.keys["actions"].add((e.user, e.reference))
+            plan.keys["actions"].add((e["user"], e["reference"]))
             if txid is not None:
                 plan.keys["transactions"].add((txid,))
         if topic == "ledger.transaction.ProcessingChanged":
-            before, after = _state(e.from_state), _state(e.to_state)
+            before, after = _state(e["from_state"]), _state(e["to_state"])
             if not actions_unaffected(before, after):
                 plan.txids["actions"].add(str(txid))
             if not outputs_unaffected(before, after):
@@ -663,24 +682,24 @@ def read_plan(events: Sequence[Any]) -> ReadPlan:
         elif topic in _OUTPUTS_WANTED:
             plan.txids["outputs"].add(str(txid))
         if topic == "ledger.transaction.TransactionCreated":
-            plan.new_txids.add(e.txid)
-            plan.new_keys["transactions"].add((e.txid,))
+            plan.new_txids.add(e["txid"])
+            plan.new_keys["transactions"].add((e["txid"],))
         elif topic == "ledger.action.ActionCreated":
-            plan.new_keys["actions"].add((e.user, e.reference))
+            plan.new_keys["actions"].add((e["user"], e["reference"]))
         if topic == "ledger.transaction.ProofRecorded":
-            if e.block_hash is not None:  # None: a chain tracker's proof (ADR 0008)
-                plan.keys["headers"].add((e.block_hash,))
+            if e["block_hash"] is not None:  # None: a chain tracker's proof (ADR 0008)
+                plan.keys["headers"].add((e["block_hash"],))
         elif topic == "ledger.action.InputsReserved":
-            plan.outpoints(e.user, (i["outpoint"] for i in e.inputs))
+            plan.outpoints(e["user"], (i["outpoint"] for i in e["inputs"]))
         elif topic == "ledger.action.ActionSigned":
-            plan.outpoints(e.user, created_inputs.get(e.txid, ()))
+            plan.outpoints(e["user"], created_inputs.get(e["txid"], ()))
         elif topic == "ledger.action.ActionAborted":
-            plan.outpoints(e.user, e.released)
+            plan.outpoints(e["user"], e["released"])
         elif topic in ("ledger.action.InputsReleased", "ledger.action.InputsQuarantined",
                        "ledger.action.InputsRetaken"):
-            plan.outpoints(e.user, e.outpoints)
+            plan.outpoints(e["user"], e["outpoints"])
         elif topic == "ledger.action.OutputsInternalized":
-            plan.keys["outputs"].update((e.user, e.txid, int(o["vout"])) for o in e.outputs)
+            plan.keys["outputs"].update((e["user"], e["txid"], int(o["vout"])) for o in e["outputs"])
     return plan
 
 

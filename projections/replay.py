@@ -1,13 +1,12 @@
 """Replaying the log through the projector: catch-up, blue/green rebuild, verify and as-of.
 
-All four apply events with :func:`projections.projector.apply_event`, as the inline hook does, so
+All four apply events with :func:`projections.projector.apply_recorded`, as the inline hook does, so
 incremental state and a rebuild from zero cannot disagree by construction; :func:`verify` proves
 it on the live data.
 """
 
 from __future__ import annotations
 
-import operator
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -21,7 +20,8 @@ from projections.db import Database, WriterBusy
 from projections.projector import (
     AUDIT_ONLY_TOPICS,
     AuditFold,
-    apply_event,
+    Recorded,
+    apply_recorded,
     meta_value,
     project_batch,
     read_plan,
@@ -42,6 +42,8 @@ from projections.stores import (
     bulk_insert,
     decode_row,
     encode_row,
+    encode_rows,
+    insert_encoded,
     row_key,
 )
 from projections.tables import (
@@ -56,7 +58,7 @@ from projections.tables import (
 
 READ_PAGE_EVENTS = 2_000
 CATCHUP_PAGE_EVENTS = 1_000
-LOAD_PAGE_ROWS = 200_000
+LOAD_PAGE_ROWS = 20_000
 MAX_FOLD_EVENTS = 1_000_000
 """Logs up to this long are rebuilt in memory (about 2 GB of rows at the limit); longer ones
 page by page into the idle table set."""
@@ -119,10 +121,11 @@ class EventLog(Protocol):
         """Up to ``limit`` events after position ``after``; those whose topic is in ``skip``
         come back as ``None`` (not decoded)."""
         ...
-    def read_fields(self, after: int, limit: int) -> list[tuple[int, str, dict[str, Any], str]]:
-        """The same events as ``(position, topic, fields, timestamp as ISO text)``, without
-        event objects (the fields may leave out the originator's id and version and the
-        timestamp): what an audit row is made of."""
+    def read_fields(self, after: int, limit: int, skip: frozenset[str] = frozenset()
+                    ) -> list[Recorded]:
+        """The same events as the projector reads them (:data:`Recorded`), without event
+        objects: the fields may leave out the originator's id and version and the timestamp.
+        Those of the topics in ``skip`` come back with ``None`` fields (not decoded)."""
         ...
     def head(self) -> int: ...
     def lock_writers(self, cursor: Any) -> None: ...
@@ -132,19 +135,11 @@ def _statements(db: Database) -> dict[str, SqlStatements]:
     return {p: SqlStatements(build_schema(p), db.dialect) for p in SET_PREFIXES}
 
 
-def iterate(log: EventLog, *, after: int = 0, upto: int | None = None,
-            skip: frozenset[str] = frozenset()) -> Iterator[tuple[int, Any]]:
-    """Events with ``after < position <= upto`` in order, read in pages (``None`` for those of
-    the topics in ``skip``)."""
-    return _paged(lambda position: log.read(after=position, limit=READ_PAGE_EVENTS, skip=skip),
-                  after, upto)
-
-
-def iterate_fields(log: EventLog, *, upto: int | None = None
-                   ) -> Iterator[tuple[int, str, dict[str, Any], str]]:
+def iterate_fields(log: EventLog, *, upto: int | None = None,
+                   skip: frozenset[str] = frozenset()) -> Iterator[Recorded]:
     """:meth:`EventLog.read_fields` of every event up to ``upto``, in order, read in pages."""
-    return _paged(lambda position: log.read_fields(after=position, limit=READ_PAGE_EVENTS),
-                  0, upto)
+    return _paged(lambda position: log.read_fields(after=position, limit=READ_PAGE_EVENTS,
+                                                   skip=skip), 0, upto)
 
 
 Item = TypeVar("Item", bound=tuple[Any, ...])
@@ -178,11 +173,12 @@ def _fold(log: EventLog, *, upto: int | None, until: datetime | None,
     total = log.head() if progress else 0
     count = last = 0
     skip = frozenset() if audit else AUDIT_ONLY_TOPICS
-    for pos, event in iterate(log, upto=upto, skip=skip):
-        if event is not None:
-            if until is not None and event.timestamp > until:
+    for item in iterate_fields(log, upto=upto, skip=skip):
+        pos = item[0]
+        if item[2] is not None:
+            if until is not None and datetime.fromisoformat(item[3]) > until:
                 break
-            apply_event(store, pos, event, audit=audit)
+            apply_recorded(store, item, audit=audit)
         count, last = count + 1, pos
         if progress and count % 10_000 == 0:
             progress(count, total)
@@ -227,13 +223,12 @@ def _apply_page(cur: Any, statements: SqlStatements, log: EventLog, page_events:
 def _project_page(cur: Any, statements: SqlStatements, log: EventLog, page_events: int) -> int:
     store = SqlRowStore(cur, statements)
     position = meta_value(store, "position") or 0
-    return _project_items(store, log.read(after=position, limit=page_events))
+    return _project_items(store, log.read_fields(after=position, limit=page_events))
 
 
-def _project_items(store: SqlRowStore, items: list[tuple[int, Any]], *,
-                   audit: bool = True) -> int:
+def _project_items(store: SqlRowStore, items: list[Recorded], *, audit: bool = True) -> int:
     """One page through a SQL store: its rows read in a burst, projected, written back."""
-    store.prefetch(read_plan([e for _, e in items]))
+    store.prefetch(read_plan(items))
     project_batch(store, items, audit=audit)
     store.flush()
     return len(items)
@@ -330,8 +325,8 @@ def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress
             with db.transaction(write=True) as cur:
                 store = SqlRowStore(cur, statements) if kept is None else kept
                 store.rebind(cur)
-                items = [(p, e) for p, e in log.read(after=last, limit=REBUILD_PAGE_EVENTS)
-                         if p <= upto]
+                items = [item for item in log.read_fields(after=last, limit=REBUILD_PAGE_EVENTS)
+                         if item[0] <= upto]
                 if not items:
                     break
                 count += _project_items(store, items, audit=audit)
@@ -345,27 +340,20 @@ def _build_by_pages(db: Database, log: EventLog, prefix: str, progress: Progress
 def _load_set(db: Database, prefix: str, store: MemoryRowStore, tables: list[str]) -> None:
     """Fill ``tables`` of the emptied idle set: rows in key order (appends to each b-tree) or,
     for the tables in :data:`CREATION_ORDERED`, in the order the fold created them; then their
-    secondary indexes, built once over the loaded rows."""
+    secondary indexes, built once over the loaded rows. Each page of at most
+    :data:`LOAD_PAGE_ROWS` rows is encoded before its write transaction, so that on SQLite an
+    audit load (:func:`load_audit`) writes its pages meanwhile instead of waiting."""
     statements = SqlStatements(build_schema(prefix), db.dialect)
-    pages: list[tuple[str, list[dict[str, Any]]]] = []  # each at most LOAD_PAGE_ROWS
     for table in tables:
-        rows = store.all_rows(table)
-        # audit rows are appended in position (key) order already
-        if table != "tx_audit" and table not in CREATION_ORDERED:
-            rows.sort(key=operator.itemgetter(*PRIMARY_KEYS[table]))
-        pages += [(table, rows[i:i + LOAD_PAGE_ROWS]) for i in range(0, len(rows), LOAD_PAGE_ROWS)]
-    # Few transactions, each up to LOAD_PAGE_ROWS rows of any tables, the indexes in the last:
-    # on SQLite every write transaction may first wait for an audit load's page (load_audit).
-    while True:
-        with db.transaction(write=True) as cur:
-            rows_in_transaction = 0
-            while pages and rows_in_transaction + len(pages[0][1]) <= LOAD_PAGE_ROWS:
-                table, page = pages.pop(0)
-                rows_in_transaction += bulk_insert(cur, statements, table, page)
-            if not pages:
-                for statement in ddl_create_indexes(prefix, db.dialect, tables):
-                    cur.execute(statement)
-                return
+        rows = (store.all_rows(table) if table in CREATION_ORDERED or table == "tx_audit"
+                else store.rows_by_key(table))  # audit rows are appended in key order
+        for start in range(0, len(rows), LOAD_PAGE_ROWS):
+            values = encode_rows(statements, table, rows[start:start + LOAD_PAGE_ROWS])
+            with db.transaction(write=True) as cur:
+                insert_encoded(cur, statements, table, values)
+    with db.transaction(write=True) as cur:
+        for statement in ddl_create_indexes(prefix, db.dialect, tables):
+            cur.execute(statement)
 
 
 def load_audit(db: Database, log: EventLog, prefix: str, upto: int, *,

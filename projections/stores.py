@@ -105,6 +105,14 @@ class MemoryRowStore:
             return list(self.appended[table])
         return list(self.tables[table].values())
 
+    def rows_by_key(self, table: str) -> list[Row]:
+        """Every row of ``table`` in primary-key order (for a keyed table by sorting its keys,
+        which costs less than sorting the rows by a key function)."""
+        if table in APPEND_ONLY:
+            return sorted(self.appended[table], key=_KEY_OF[table])
+        rows = self.tables[table]
+        return [rows[key] for key in sorted(rows)]
+
 
 # --- SQL encoding ---------------------------------------------------------------------------
 
@@ -602,22 +610,25 @@ def bulk_insert(cursor: Any, sql: SqlStatements, table: str, rows: Iterable[Row]
                 page_rows: int = 5_000) -> int:
     """Insert rows into an empty table; returns the count. PostgreSQL streams them through one
     ``COPY`` (about ten times the rate of batched INSERTs); SQLite inserts them in pages."""
+    return insert_encoded(cursor, sql, table, encode_rows(sql, table, rows), page_rows)
+
+
+def encode_rows(sql: SqlStatements, table: str, rows: Iterable[Row]) -> list[tuple[Any, ...]]:
+    """Rows of ``table`` as the parameters :func:`insert_encoded` writes (done before the
+    write transaction, so that another writer may use SQLite's one writer lock meanwhile)."""
     encode = _row_encoder(sql.cols[table])
+    return [encode(row) for row in rows]
+
+
+def insert_encoded(cursor: Any, sql: SqlStatements, table: str,
+                   values: Sequence[tuple[Any, ...]], page_rows: int = 5_000) -> int:
+    """Insert :func:`encode_rows` values into an empty table; returns the count."""
     if sql.dialect == "postgresql":
-        return _copy_rows(cursor, sql, table, (encode(row) for row in rows))
+        return _copy_rows(cursor, sql, table, values)
     statement = sql.insert(table)
-    count = 0
-    page: list[tuple[Any, ...]] = []
-    for row in rows:
-        page.append(encode(row))
-        if len(page) >= page_rows:
-            cursor.executemany(statement, page)
-            count += len(page)
-            page = []
-    if page:
-        cursor.executemany(statement, page)
-        count += len(page)
-    return count
+    for start in range(0, len(values), page_rows):
+        cursor.executemany(statement, values[start:start + page_rows])
+    return len(values)
 
 
 def _copy_rows(cursor: Any, sql: SqlStatements, table: str,

@@ -725,7 +725,7 @@ def _hold_audit_load(release_file: str) -> None:
     """Make the audit load of a rebuild (forked from this process) stop after reading its first
     event and before writing anything, until ``release_file`` exists."""
     from projections import replay
-    unheld, rebuilder = replay.iterate, os.getpid()
+    unheld, rebuilder = replay.iterate_fields, os.getpid()
 
     def held(log: Any, **kwargs: Any) -> Any:
         for n, item in enumerate(unheld(log, **kwargs)):
@@ -734,7 +734,7 @@ def _hold_audit_load(release_file: str) -> None:
             yield item
 
     replay.PARALLEL_AUDIT_MIN_EVENTS = 0
-    replay.iterate = held  # the fork inherits it; the rebuild's own fold never holds
+    replay.iterate_fields = held  # the fork inherits it; the rebuild's own fold never holds
 
 
 def role_rebuild(args: dict[str, Any]) -> None:

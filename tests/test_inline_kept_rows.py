@@ -21,7 +21,7 @@ from adapters.world import World
 from ledger import Ledger, ProviderResult
 from projections import inline
 from projections.inline import InlineProjection, StaleDecision
-from projections.replay import iterate
+from projections.replay import iterate_fields
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_a_failed_burst_on_kept_rows_writes_nothing_and_the_retry_succeeds(
         world = World(led)
         world.mine_empty(1)
         (funding,) = world.fund("alice", [1_000])
-        events = len(list(iterate(led._log)))
+        events = len(list(iterate_fields(led._log)))
         failures = iter([True])
         flush = inline.SqlRowStore.flush
 
@@ -99,7 +99,7 @@ def test_a_failed_burst_on_kept_rows_writes_nothing_and_the_retry_succeeds(
         deferred.clear()
         led.note(funding.txid, "checked by an operator")
         assert deferred == ["stale"], "refused on its first attempt; the retry read afresh"
-        assert len(list(iterate(led._log))) == events + 1, "the refused append left no event"
+        assert len(list(iterate_fields(led._log))) == events + 1, "the refused append left no event"
         assert [e.event for e in led.history(funding.txid)].count("history.note") == 1
         assert led.verify_projections().ok
 

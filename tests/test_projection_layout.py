@@ -10,7 +10,7 @@ import pytest
 from adapters.world import World
 from ledger import Ledger
 from ledger.errors import ConcurrencyConflict
-from projections.replay import iterate
+from projections.replay import iterate_fields
 from projections.schema import LAYOUT_TABLE, LAYOUT_VERSION
 from projections.tables import layout_version, read_pointer
 
@@ -110,8 +110,8 @@ def test_one_rebuild_at_a_time_the_second_is_refused_and_changes_nothing(ledger_
 
 def _created_order(led: Ledger) -> list[str]:
     """Txids in the order the log created their transactions."""
-    return [event.txid for _, event in iterate(led._log)
-            if type(event).TOPIC == "ledger.transaction.TransactionCreated"]
+    return [fields["txid"] for _, topic, fields, _ in iterate_fields(led._log)
+            if topic == "ledger.transaction.TransactionCreated"]
 
 
 def _rowid_order(led: Ledger) -> list[str]:
