@@ -59,6 +59,7 @@ class BulkDecoder:
     def decode(self, row: EventRow) -> Any:
         """The domain event of one stored row."""
         _, originator_id, version, topic, state = row
+        state = _bytes(state)
         parsed = self._parsed(topic, state)
         if parsed is None:
             return self._by_mapper(originator_id, version, topic, state)
@@ -80,7 +81,7 @@ class BulkDecoder:
         an event object: what :meth:`decode` would give as ``vars(event)`` and
         ``event.timestamp.isoformat()``, except that the fields may leave out the originator's
         id and version and the timestamp."""
-        topic, state = row[3], row[4]
+        topic, state = row[3], _bytes(row[4])
         parsed = self._parsed(topic, state)
         if parsed is not None:
             values, stamp = parsed
@@ -93,8 +94,6 @@ class BulkDecoder:
     def _parsed(self, topic: str, state: bytes) -> tuple[dict[str, Any], str] | None:
         """The state's fields and its timestamp's ISO text (which ``isoformat()`` wrote), or
         None: the mapper must decode this state."""
-        if type(state) is not bytes:
-            state = bytes(state)  # a driver's memoryview
         if not self._fast or state.count(_TYPE_KEY) != 1 or _ESCAPE in state:
             return None
         try:
@@ -116,10 +115,15 @@ class BulkDecoder:
                                             getattr(cls, "class_version", 1))
         return found
 
-    def _by_mapper(self, originator_id: Any, version: int, topic: str, state: Any) -> Any:
+    def _by_mapper(self, originator_id: Any, version: int, topic: str, state: bytes) -> Any:
         stored = StoredEvent(originator_id=_uuid(originator_id), originator_version=version,
                              topic=topic, state=state)
         return self._mapper.to_domain_event(stored)
+
+
+def _bytes(state: Any) -> bytes:
+    """A stored state as ``bytes`` (a driver may give a ``memoryview``)."""
+    return state if type(state) is bytes else bytes(state)
 
 
 def _uuid(stored: Any) -> UUID:

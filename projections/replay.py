@@ -1,8 +1,9 @@
 """Replaying the log through the projector: catch-up, blue/green rebuild, verify and as-of.
 
-All four apply events with :func:`projections.projector.apply_recorded`, as the inline hook does, so
-incremental state and a rebuild from zero cannot disagree by construction; :func:`verify` proves
-it on the live data.
+All four apply events with :func:`projections.projector.apply_recorded`, as the inline hook does,
+so incremental state and a rebuild from zero cannot disagree by construction; :func:`verify`
+proves it on the live data. They read the log as stored fields (:meth:`EventLog.read_fields`),
+not as event objects.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import StaticPool
@@ -138,17 +139,9 @@ def _statements(db: Database) -> dict[str, SqlStatements]:
 def iterate_fields(log: EventLog, *, upto: int | None = None,
                    skip: frozenset[str] = frozenset()) -> Iterator[Recorded]:
     """:meth:`EventLog.read_fields` of every event up to ``upto``, in order, read in pages."""
-    return _paged(lambda position: log.read_fields(after=position, limit=READ_PAGE_EVENTS,
-                                                   skip=skip), 0, upto)
-
-
-Item = TypeVar("Item", bound=tuple[Any, ...])
-
-
-def _paged(read: Callable[[int], list[Item]], after: int, upto: int | None) -> Iterator[Item]:
-    position = after
+    position = 0
     while True:
-        page = read(position)
+        page = log.read_fields(after=position, limit=READ_PAGE_EVENTS, skip=skip)
         for item in page:
             if upto is not None and item[0] > upto:
                 return

@@ -619,8 +619,18 @@ def _rows_of(answer: Any) -> list[Any]:
 def bulk_insert(cursor: Any, sql: SqlStatements, table: str, rows: Iterable[Row],
                 page_rows: int = 5_000) -> int:
     """Insert rows into an empty table; returns the count. PostgreSQL streams them through one
-    ``COPY`` (about ten times the rate of batched INSERTs); SQLite inserts them in pages."""
-    return insert_encoded(cursor, sql, table, encode_rows(sql, table, rows), page_rows)
+    ``COPY`` (about ten times the rate of batched INSERTs); SQLite inserts them in pages (each
+    encoded just before it is written: ``rows`` may be long)."""
+    encode = _row_encoder(sql.cols[table])
+    if sql.dialect == "postgresql":
+        return _copy_rows(cursor, sql, table, (encode(row) for row in rows))
+    count, page = 0, []
+    for row in rows:
+        page.append(encode(row))
+        if len(page) >= page_rows:
+            count += insert_encoded(cursor, sql, table, page)
+            page = []
+    return count + (insert_encoded(cursor, sql, table, page) if page else 0)
 
 
 def encode_rows(sql: SqlStatements, table: str, rows: Iterable[Row]) -> list[tuple[Any, ...]]:

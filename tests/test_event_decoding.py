@@ -243,3 +243,18 @@ def test_ids_uuid_refuses_are_refused(text: str) -> None:
         UUID(text)
     with pytest.raises(ValueError):
         _uuid(text)
+
+
+@pytest.mark.parametrize("state", [
+    b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-12-01T15:30:01+00:00"},"a":1}',
+    b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-12-01T15:30:01+00:00"},'
+    b'"x":{"\\u005ftype_":"decimal_str","_data_":"1.5"}}',  # left to the mapper
+])
+def test_a_state_given_as_a_memoryview_decodes_as_bytes_do(sqlite_ledger: Ledger,
+                                                            state: bytes) -> None:
+    decoder = BulkDecoder(sqlite_ledger._app.mapper)
+    oid = uuid4()
+    as_bytes = decoder.decode((1, oid.hex, 1, NOTE_TOPIC, state))
+    assert same_event(decoder.decode((1, oid.hex, 1, NOTE_TOPIC, memoryview(state))), as_bytes)
+    assert same(decoder.fields((1, oid.hex, 1, NOTE_TOPIC, memoryview(state)))[1:],
+                decoder.fields((1, oid.hex, 1, NOTE_TOPIC, state))[1:])
