@@ -63,33 +63,42 @@ class BulkDecoder:
         parsed = self._parsed(topic, state)
         if parsed is None:
             return self._by_mapper(originator_id, version, topic, state)
-        values, stamp = parsed
-        cls, convert, class_version = self._class(topic)
-        values["timestamp"] = datetime.fromisoformat(stamp)
-        values["originator_id"] = convert(_uuid(originator_id))
-        values["originator_version"] = version
-        from_version = values.pop("class_version", 1)
-        while from_version < class_version:  # the mapper's upcasting, step for step
-            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(values)
-            from_version += 1
-        event: Any = object.__new__(cls)
-        object.__setattr__(event, "__dict__", values)
-        return event
+        return self._event(row, *parsed)
 
     def fields(self, row: EventRow) -> tuple[str, dict[str, Any], str]:
         """One stored row as (topic, the event's fields, its timestamp as ISO text), without
         an event object: what :meth:`decode` would give as ``vars(event)`` and
         ``event.timestamp.isoformat()``, except that the fields may leave out the originator's
         id and version and the timestamp."""
-        topic, state = row[3], _bytes(row[4])
+        _, originator_id, version, topic, state = row
+        state = _bytes(state)
         parsed = self._parsed(topic, state)
-        if parsed is not None:
+        if parsed is None:
+            event = self._by_mapper(originator_id, version, topic, state)
+        else:
             values, stamp = parsed
-            if values.pop("class_version", 1) == self._class(topic)[2]:  # nothing to upcast
+            if values.get("class_version", 1) == self._class(topic)[2]:  # nothing to upcast
+                values.pop("class_version", None)
                 del values["timestamp"]
                 return topic, values, stamp
-        event = self.decode(row)
+            event = self._event(row, values, stamp)  # upcast from the state parsed already
         return topic, vars(event), event.timestamp.isoformat()
+
+    def _event(self, row: EventRow, values: dict[str, Any], stamp: str) -> Any:
+        """The event of a parsed state, built as the mapper builds it: ids, version, then
+        the class's upcasting, step for step."""
+        _, originator_id, version, topic, _ = row
+        cls, convert, class_version = self._class(topic)
+        values["timestamp"] = datetime.fromisoformat(stamp)
+        values["originator_id"] = convert(_uuid(originator_id))
+        values["originator_version"] = version
+        from_version = values.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(values)
+            from_version += 1
+        event: Any = object.__new__(cls)
+        object.__setattr__(event, "__dict__", values)
+        return event
 
     def _parsed(self, topic: str, state: bytes) -> tuple[dict[str, Any], str] | None:
         """The state's fields and its timestamp's ISO text (which ``isoformat()`` wrote), or
