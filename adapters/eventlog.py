@@ -7,14 +7,17 @@ from typing import Any
 from sqlalchemy import Engine
 
 from adapters.event_decoding import BulkDecoder
+from projections.projector import Recorded
 
 
 class StoreLog:
-    """Decoded events in position order from an ``eventsourcing`` application's recorder.
+    """The log in position order, as the projections read it, from an ``eventsourcing``
+    application's recorder.
 
-    Guarantees: :meth:`read` gives the events the mapper would decode from the recorder's
-    notifications; it reads them through the recorder's ``select_event_rows`` and
-    :class:`BulkDecoder` (the same events, at about half the cost)."""
+    Guarantees: :meth:`read_fields` gives each event's topic, fields and timestamp text as the
+    mapper would decode them from the recorder's notifications; it reads them through the
+    recorder's ``select_event_rows`` and :class:`BulkDecoder`, without event objects. Events
+    whose topic is in ``skip`` come back with empty fields (not decoded)."""
 
     def __init__(self, recorder: Any, mapper: Any, *, dialect: str):
         self._recorder = recorder
@@ -22,20 +25,12 @@ class StoreLog:
         self._dialect = dialect
         self._decoder = BulkDecoder(mapper)
 
-    def read(self, after: int, limit: int, skip: frozenset[str] = frozenset()
-             ) -> list[tuple[int, Any]]:
-        found = self._recorder.select_event_rows(after, limit)
-        decode = self._decoder.decode
-        if skip:
-            return [(row[0], None if row[3] in skip else decode(row)) for row in found]
-        return [(row[0], decode(row)) for row in found]
-
     def read_fields(self, after: int, limit: int, skip: frozenset[str] = frozenset()
-                    ) -> list[tuple[int, str, Any, str]]:
+                    ) -> list[Recorded]:
         found = self._recorder.select_event_rows(after, limit)
         fields = self._decoder.fields
         if skip:
-            return [(row[0], row[3], None, "") if row[3] in skip else (row[0], *fields(row))
+            return [(row[0], row[3], {}, "") if row[3] in skip else (row[0], *fields(row))
                     for row in found]
         return [(row[0], *fields(row)) for row in found]
 

@@ -63,12 +63,6 @@ class RowStore(Protocol):
     def maturing_coinbase(self, lo_exclusive: int, hi_inclusive: int) -> list[Row]: ...
 
 
-class Event(Protocol):
-    """What the projector reads of a domain event (eventsourcing events satisfy it)."""
-
-    TOPIC: str
-
-
 Handler = Callable[[RowStore, int, Fields, str], None]
 """``handler(store, position, fields, at)``: one event's row changes, from its fields and its
 timestamp as ISO text."""
@@ -559,8 +553,8 @@ ACTION_TXID_TOPICS = frozenset({"ledger.action.ActionSigned", "ledger.action.Out
 class AuditFold:
     """Audit rows of a log read in order, without the other tables: the one fact an audit row
     takes from earlier events (an action's txid) is kept here. Used to load ``tx_audit`` beside
-    the rest of a rebuild, from the events' stored fields (no event objects); :func:`apply_event`
-    makes the same rows from the event objects and the action rows."""
+    the rest of a rebuild, from the events' stored fields; :func:`apply_recorded` makes the same
+    rows, taking that txid from the action rows."""
 
     def __init__(self) -> None:
         self._txids: dict[tuple[str, str], str] = {}
@@ -590,11 +584,6 @@ from the event objects it was given (:func:`recorded`)."""
 def recorded(position: int, event: Any) -> Recorded:
     """An event object as the projector reads it."""
     return position, type(event).TOPIC, vars(event), _iso(event)
-
-
-def apply_event(store: RowStore, position: int, event: Any, *, audit: bool = True) -> None:
-    """:func:`apply_recorded` of an event object."""
-    apply_recorded(store, recorded(position, event), audit=audit)
 
 
 def apply_recorded(store: RowStore, item: Recorded, *, audit: bool = True) -> None:

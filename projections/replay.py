@@ -115,18 +115,14 @@ Progress = Callable[[int, int], None]
 
 
 class EventLog(Protocol):
-    """The event store as the projections read it: decoded events in position order."""
+    """The event store as the projections read it: events in position order."""
 
-    def read(self, after: int, limit: int, skip: frozenset[str] = frozenset()
-             ) -> list[tuple[int, Any]]:
-        """Up to ``limit`` events after position ``after``; those whose topic is in ``skip``
-        come back as ``None`` (not decoded)."""
-        ...
     def read_fields(self, after: int, limit: int, skip: frozenset[str] = frozenset()
                     ) -> list[Recorded]:
-        """The same events as the projector reads them (:data:`Recorded`), without event
-        objects: the fields may leave out the originator's id and version and the timestamp.
-        Those of the topics in ``skip`` come back with ``None`` fields (not decoded)."""
+        """Up to ``limit`` events after position ``after`` as the projector reads them
+        (:data:`Recorded`), without event objects: the fields may leave out the originator's
+        id and version and the timestamp. Those of the topics in ``skip`` come back with empty
+        fields (not decoded)."""
         ...
     def head(self) -> int: ...
     def lock_writers(self, cursor: Any) -> None: ...
@@ -168,7 +164,7 @@ def _fold(log: EventLog, *, upto: int | None, until: datetime | None,
     skip = frozenset() if audit else AUDIT_ONLY_TOPICS
     for item in iterate_fields(log, upto=upto, skip=skip):
         pos = item[0]
-        if item[2] is not None:
+        if item[1] not in skip:
             if until is not None and datetime.fromisoformat(item[3]) > until:
                 break
             apply_recorded(store, item, audit=audit)

@@ -72,8 +72,8 @@ class TestProjectionContract:
                                                               world: World) -> None:
         _history(world)
         ids = [r[0] for r in _sql(led, "SELECT audit_id FROM tx_audit ORDER BY audit_id")]
-        events = led._log.read(after=0, limit=100_000)
-        assert ids == [position for position, _ in events]
+        events = led._log.read_fields(after=0, limit=100_000)
+        assert ids == [item[0] for item in events]
         kinds = {r[0] for r in _sql(led, "SELECT event FROM tx_audit")}
         assert {"processing.changed", "broadcast.result", "proof.recorded", "proof.invalidated",
                 "action.created", "action.signed", "action.aborted",
