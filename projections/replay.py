@@ -334,8 +334,7 @@ def _load_set(db: Database, prefix: str, store: MemoryRowStore, tables: list[str
     audit load (:func:`load_audit`) writes its pages meanwhile instead of waiting."""
     statements = SqlStatements(build_schema(prefix), db.dialect)
     for table in tables:
-        rows = (store.all_rows(table) if table in CREATION_ORDERED or table == "tx_audit"
-                else store.rows_by_key(table))  # audit rows are appended in key order
+        rows = store.all_rows(table) if table in CREATION_ORDERED else store.rows_by_key(table)
         for start in range(0, len(rows), LOAD_PAGE_ROWS):
             values = encode_rows(statements, table, rows[start:start + LOAD_PAGE_ROWS])
             with db.transaction(write=True) as cur:

@@ -107,7 +107,8 @@ class MemoryRowStore:
 
     def rows_by_key(self, table: str) -> list[Row]:
         """Every row of ``table`` in primary-key order (for a keyed table by sorting its keys,
-        which costs less than sorting the rows by a key function)."""
+        which costs less than sorting the rows by a key function; the audit rows, appended in
+        position order, are sorted already, which a sort finds in one pass)."""
         if table in APPEND_ONLY:
             return sorted(self.appended[table], key=_KEY_OF[table])
         rows = self.tables[table]
