@@ -12,6 +12,11 @@ Variants per backend, each on its own fresh database:
   ours/catchup   Ledger.open(url, projections="catchup")  (no catch-up run in the timed section)
   bare/command   Application + Aggregate subclasses: repository.get + trigger + save per command
   bare/save      the same saves without the repository.get (aggregates kept in memory)
+  ours/sql_only  inline, with the projection's SQL only: the same lifecycle on a fresh
+                 database whose inline hook replays, save by save, the very statements the
+                 real hook ran in an untimed first pass (reads, writes, pipelines). No
+                 projector runs, so catch-up vs sql_only is the floor of the inline slowdown
+                 for these rows: what the database work alone costs.
 
 Funding (World.fund with many amounts per call) happens before the timed section. Events are
 counted with ``led.head_position()`` deltas (``max_notification_id`` for bare).
@@ -130,6 +135,112 @@ class OursVariant:
             for p in (self.plans[0], self.plans[self.done - 1]):
                 assert self.led.get_transaction(p["txid"]).state == "sent"
         self.led.close()
+
+
+class _RecordingCursor:
+    """A cursor (and, through ``connection``, its connection's pipelines and cursors) that
+    logs every statement the inline hook sends, in order."""
+
+    def __init__(self, cursor: Any, log: list[tuple[Any, ...]]) -> None:
+        self._cursor, self._log = cursor, log
+
+    def execute(self, statement: str, params: Any = ()) -> Any:
+        self._log.append(("execute", statement, tuple(params)))
+        return self._cursor.execute(statement, params)
+
+    def executemany(self, statement: str, params: Any) -> Any:
+        rows = [tuple(p) for p in params]
+        self._log.append(("executemany", statement, rows))
+        return self._cursor.executemany(statement, rows)
+
+    @property
+    def connection(self) -> Any:
+        return _RecordingConnection(self._cursor.connection, self._log)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _RecordingConnection:
+    def __init__(self, conn: Any, log: list[tuple[Any, ...]]) -> None:
+        self._conn, self._log = conn, log
+
+    def cursor(self) -> _RecordingCursor:
+        return _RecordingCursor(self._conn.cursor(), self._log)
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Any:
+        self._log.append(("pipeline",))
+        with self._conn.pipeline() as pipe:
+            yield pipe
+        self._log.append(("end",))
+
+
+class SqlCapture:
+    """Wraps a ledger's inline hook and keeps, per append, its positions and statements."""
+
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+        self.appends: list[tuple[list[int], list[tuple[Any, ...]]]] = []
+
+    def __call__(self, cursor: Any, ids: Any, events: Any, stored: Any) -> None:
+        log: list[tuple[Any, ...]] = []
+        self.hook(_RecordingCursor(cursor, log), ids, events, stored)
+        self.appends.append((list(ids), log))
+
+    def committed(self) -> None:
+        self.hook.committed()
+
+    def rolled_back(self) -> None:
+        self.hook.rolled_back()
+
+
+class SqlReplay:
+    """An inline hook that runs, append by append, what :class:`SqlCapture` kept, and
+    checks each append's positions are the captured ones (the same lifecycle, in order)."""
+
+    def __init__(self, appends: list[tuple[list[int], list[tuple[Any, ...]]]]) -> None:
+        self._appends = iter(appends)
+
+    def __call__(self, cursor: Any, ids: Any, events: Any, stored: Any) -> None:
+        positions, log = next(self._appends)
+        assert positions == list(ids), (positions, list(ids))
+        pipes: list[Any] = []
+        for kind, *rest in log:
+            if kind == "pipeline":  # PostgreSQL only (a SQLite cursor has no connection here)
+                pipes.append(cursor.connection.pipeline())
+                pipes[-1].__enter__()
+            elif kind == "end":
+                pipes.pop().__exit__(None, None, None)
+            elif kind == "executemany":
+                cursor.executemany(*rest)
+            elif pipes:  # PostgreSQL: each read of a burst has its own cursor
+                cursor.connection.cursor().execute(*rest)
+            else:
+                cursor.execute(*rest)
+                cursor.fetchall()
+
+    def committed(self) -> None:
+        pass
+
+    def rolled_back(self) -> None:
+        pass
+
+
+class SqlOnlyVariant(OursVariant):
+    """Inline mode whose hook replays the SQL an untimed inline pass ran on its own database
+    (``capture_url``) for the same payments: the projection's database work without the
+    projector."""
+
+    def __init__(self, url: str, capture_url: str, n: int) -> None:
+        capture = OursVariant(capture_url, n, "inline")
+        recorder: Any = capture.led._app.recorder
+        recorder.inline_hook = sql = SqlCapture(recorder.inline_hook)
+        capture.run(n)
+        capture.close()
+        super().__init__(url, n, "inline")
+        replay: Any = self.led._app.recorder
+        replay.inline_hook = SqlReplay(sql.appends)
 
 
 # --- bare eventsourcing ----------------------------------------------------------------------
@@ -276,7 +387,7 @@ def bare_plans(n: int) -> list[dict[str, Any]]:
 
 # --- driver ----------------------------------------------------------------------------------
 
-VARIANTS = ("bare_command", "ours_inline", "bare_save", "ours_catchup")
+VARIANTS = ("bare_command", "ours_inline", "bare_save", "ours_catchup", "ours_sql_only")
 
 
 def bench_backend(backend: str, n: int, rounds: int) -> dict[str, Any]:
@@ -290,6 +401,9 @@ def bench_backend(backend: str, n: int, rounds: int) -> dict[str, Any]:
             db = stack.enter_context(database(backend, key))
             if key.startswith("bare"):
                 variants[key] = BareVariant(db["env"], n, load=key == "bare_command")
+            elif key == "ours_sql_only":
+                capture = stack.enter_context(database(backend, "capture"))
+                variants[key] = SqlOnlyVariant(db["url"], capture["url"], n)
             else:
                 variants[key] = OursVariant(db["url"], n, key.split("_")[1])
             stack.callback(variants[key].close)
@@ -324,8 +438,12 @@ def bench_backend(backend: str, n: int, rounds: int) -> dict[str, Any]:
         f"{'met' if ratio_cmd >= 0.5 else 'NOT met'})")
     say(f"   ratio ours(inline)/bare(save-only) = {ratio_save:5.0%}  (target >= 50%: "
         f"{'met' if ratio_save >= 0.5 else 'NOT met'})")
+    floor = catchup / rate["ours_sql_only"]
     say(f"   inline-projection slowdown = {slowdown:.2f}x  (catch-up {catchup:.0f} vs inline "
         f"{inline:.0f} events/s; target <= 1.5x: {'met' if slowdown <= 1.5 else 'NOT met'})")
+    say(f"   its floor, the projection's SQL alone = {floor:.2f}x  (catch-up vs sql_only "
+        f"{rate['ours_sql_only']:.0f} events/s; the projector's own work: "
+        f"{slowdown - floor:.2f}x)")
     if misses:
         say(f"   note: in catch-up mode {misses} facade read-backs raised UnknownAction/"
             "UnknownTransaction after the command had committed (the projection lags by design)")
@@ -333,6 +451,7 @@ def bench_backend(backend: str, n: int, rounds: int) -> dict[str, Any]:
             "ratio_vs_bare_command": round(ratio_cmd, 3),
             "ratio_vs_bare_save": round(ratio_save, 3),
             "inline_slowdown": round(slowdown, 3),
+            "inline_slowdown_sql_floor": round(floor, 3),
             "ms_per_command_inline": {c: round(1000 * t / done, 3)
                                       for c, t in timers["ours_inline"].totals.items()},
             "payments": n}

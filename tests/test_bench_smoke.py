@@ -74,3 +74,28 @@ def test_benchmarks_run_at_toy_sizes() -> None:
     size = {"outputs": 800, "users": 4, "big": 400, "samples": 4}
     assert query.bench_backend("sqlite", size, 4)["outputs"] == 800
     assert write.bench_backend("sqlite", 4, 1)["payments"] == 4
+
+
+def test_the_sql_floor_replays_the_hooks_own_writes(tmp_path: Path) -> None:
+    """``bench/write.py``'s floor variant must write, by replaying SQL, the very rows its
+    projector wrote on the capture pass (else its figure would be the floor of other work)."""
+    import sqlite3
+
+    import write
+
+    variant = write.SqlOnlyVariant(f"sqlite:///{tmp_path / 'replay.db'}",
+                                   f"sqlite:///{tmp_path / 'capture.db'}", 6)
+    events, _ = variant.run(6)
+    variant.close()
+    assert events == 6 * 8
+    tables = {"a_outputs": "*", "a_balances": "*", "a_actions": "*",
+              "a_tx_audit": "audit_id, txid, event, from_state, to_state, details_json",
+              "a_transactions": "txid, state, attempts, position, state_position"}
+    for name in ("capture", "replay"):
+        with sqlite3.connect(tmp_path / f"{name}.db") as db:
+            rows = {t: db.execute(f"SELECT {cols} FROM {t} ORDER BY 1, 2").fetchall()
+                    for t, cols in tables.items()}
+        if name == "capture":
+            captured = rows
+    assert rows == captured
+    assert len(rows["a_tx_audit"]) > events  # the funding's rows and the timed payments'
