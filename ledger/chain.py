@@ -16,6 +16,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as BaseSnapshot
+from eventsourcing.utils import register_topic
 
 from ledger.clock import utc_now
 from ledger.errors import ChainDiscontinuity, InvalidInput
@@ -136,6 +137,13 @@ class ChainAggregate(Aggregate):
             self.trigger_event(self.BlockDisconnected, **_fields(header))
         for header in plan.connect:
             self.trigger_event(self.BlockConnected, **_fields(header))
+
+
+# ``eventsourcing`` registers the explicit topics of an aggregate's events when the class is made,
+# but not of its snapshot class: until this process wrote a snapshot itself, a stored one could
+# not be read (a process that opened a ledger with 100 or more chain events could not apply
+# headers at all).
+register_topic(ChainAggregate.Snapshot.TOPIC, ChainAggregate.Snapshot)
 
 
 def _fields(header: dict[str, Any]) -> dict[str, Any]:
