@@ -27,6 +27,7 @@ from bsv.transaction import Transaction
 from bsv.utils import Reader
 
 from ledger.errors import InvalidInput, InvalidProof, InvalidTransaction
+from ledger.values import MAX_BLOCK_HEIGHT
 
 NULL_TXID = "00" * 32
 COINBASE_VOUT = 0xFFFFFFFF
@@ -356,6 +357,8 @@ def _scan_leaf(cur: _Cursor, level: int, frame: _BumpFrame) -> None:
 def _scan_bump(cur: _Cursor) -> _BumpFrame:
     """Advance over one BUMP, checking lengths, flags, offsets and canonical varints."""
     block_height = cur.varint("block height")
+    if block_height > MAX_BLOCK_HEIGHT:
+        raise _Malformed(f"block height {block_height} is above {MAX_BLOCK_HEIGHT}")
     tree_height = cur.uint(1, "tree height")
     if not 1 <= tree_height <= MAX_TREE_HEIGHT:
         raise _Malformed(f"tree height {tree_height} is outside 1..{MAX_TREE_HEIGHT}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
@@ -49,6 +50,10 @@ class StoreLog:
             cursor.execute(f'LOCK TABLE "{schema}"."{table}" IN EXCLUSIVE MODE')
 
 
+KNOWN_HEADERS_CHUNK = 500
+"""Block hashes per lookup of known headers (under SQLite's 999-parameter limit)."""
+
+
 class SqlReadModel:
     """The projections as the command handlers consult them: a few fixed statements over the
     reader views, on raw DB-API connections (they run once or more per command)."""
@@ -69,10 +74,13 @@ class SqlReadModel:
         }
 
     def _rows(self, name: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._query(self._sql[name], params)
+
+    def _query(self, statement: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raw = self._engine.raw_connection()
         try:
             cur = raw.cursor()
-            cur.execute(self._sql[name], params)
+            cur.execute(statement, params)
             rows = [tuple(r) for r in cur.fetchall()]
             cur.close()
             raw.rollback()
@@ -100,6 +108,19 @@ class SqlReadModel:
 
     def unconfirmed_below(self, height: int) -> list[str]:
         return [str(r[0]) for r in self._rows("unconfirmed", (height,))]
+
+    def known_headers(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        ph = "%s" if self._engine.dialect.name == "postgresql" else "?"
+        wanted = list(dict.fromkeys(hashes))
+        for start in range(0, len(wanted), KNOWN_HEADERS_CHUNK):
+            chunk = wanted[start:start + KNOWN_HEADERS_CHUNK]
+            statement = ('SELECT "hash", "height", "prev_hash", "merkle_root" FROM "headers" '
+                         f'WHERE "hash" IN ({", ".join([ph] * len(chunk))})')
+            for hash_, height, prev, root in self._query(statement, tuple(chunk)):
+                found[hash_] = {"hash": hash_, "height": int(height), "prev_hash": prev,
+                                "merkle_root": root}
+        return found
 
 
 class BsvCodec:

@@ -9,6 +9,7 @@ SQLite file, deleted on close) and ``postgresql://user[:password]@host[:port]/db
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import shutil
 import sqlite3
@@ -34,6 +35,7 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 from psycopg.rows import tuple_row
+from sqlalchemy.engine import URL
 
 from ledger.errors import ConcurrencyConflict, StorageError
 from projections.inline import StaleDecision
@@ -386,12 +388,22 @@ def _sqlite(url: str) -> StorageConfig:
     path = unquote(url[len("sqlite:///"):]) if url.lower().startswith("sqlite:///") else ""
     if not path or "?" in path or "\x00" in path:
         raise StorageError(f"a SQLite URL names a file: sqlite:///PATH, got {url[:80]!r}")
+    try:
+        os.fsencode(path)
+    except UnicodeError:
+        raise StorageError(f"the SQLite file name is not valid text: {url[:80]!r}") from None
     file = Path(path)
-    if file.is_dir():
-        raise StorageError(f"{path} is a directory; name a database file inside it")
-    if not file.parent.exists():
-        raise StorageError(f"directory {file.parent} does not exist; create it first")
-    return StorageConfig("sqlite", _sqlite_env(str(file)), f"sqlite:///{file}", f"sqlite:///{file}")
+    try:
+        if file.is_dir():
+            raise StorageError(f"{path} is a directory; name a database file inside it")
+        if not file.parent.exists():
+            raise StorageError(f"directory {file.parent} does not exist; create it first")
+    except OSError as err:  # e.g. a file name too long for the file system
+        raise StorageError(f"cannot use {path[:80]!r}: {err.strerror or err}") from None
+    # The path is decoded once; the SQLAlchemy URL quotes it again, so that SQLAlchemy's own
+    # decoding gives the same file the event store opens (``%25`` named two files before).
+    reads_url = URL.create("sqlite", database=str(file)).render_as_string()
+    return StorageConfig("sqlite", _sqlite_env(str(file)), reads_url, f"sqlite:///{file}")
 
 
 def _memory() -> StorageConfig:

@@ -30,6 +30,7 @@ from ledger.action import ActionAggregate
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS, ChainAggregate
 from ledger.errors import (
     BroadcastFailed,
+    ChainDiscontinuity,
     ConcurrencyConflict,
     InvalidInput,
     InvalidProof,
@@ -62,7 +63,7 @@ from ledger.status import TOXIC_STATES, ProcessingStatus
 from ledger.stream_cache import Attempt, Recheck, StreamCache
 from ledger.tracker import CHAIN_TRACKER_TIMEOUT_S, ChainTracker, TrackerVerdict
 from ledger.transaction import TransactionAggregate
-from ledger.values import InternalizeOutput, NewOutput, Outpoint, ProviderResult
+from ledger.values import InternalizeOutput, NewOutput, Outpoint, ProviderResult, check_name
 from ledger.views import ActionView, TransactionView
 
 S = ProcessingStatus
@@ -148,6 +149,9 @@ class ReadModel(Protocol):
 
     def unconfirmed_below(self, height: int) -> list[str]:
         """``unconfirmed`` transactions whose proof height is below ``height``."""
+
+    def known_headers(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The headers ever connected (active or not) among ``hashes``, by hash."""
 
 
 class Broadcaster(Protocol):
@@ -600,7 +604,11 @@ class LedgerApplication(Application[UUID]):
 
     def broadcast(self, *, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
         """Mark a queued transaction ``sending``, try the providers in order, record them all.
-        The providers are called outside any command, so no lock is held across the network."""
+        The providers are called outside any command, so no lock is held across the network.
+        Broadcasters are checked first: a bad list stores nothing."""
+        if not broadcasters:
+            raise InvalidInput("broadcast needs at least one broadcaster")
+        check_broadcasters(broadcasters)
         beef = self.beef_for(self._mark_sending(txid))
         results = broadcast_sequentially(broadcasters, beef, txid)
         return self.record_broadcast(txid=txid, results=results)
@@ -798,6 +806,7 @@ class LedgerApplication(Application[UUID]):
             plan = chain.plan(headers, max_reorg_depth_blocks=self.settings.max_reorg_depth_blocks)
             if not plan.connect and not plan.disconnect:
                 return ChainChange([], [], [])
+            self._check_reused_hashes(plan.connect)
             chain.execute(plan)
             tip = chain.tip
             assert tip is not None
@@ -809,6 +818,20 @@ class LedgerApplication(Application[UUID]):
                                list(dict.fromkeys(affected)))
 
         return self.retrying(command)
+
+    def _check_reused_hashes(self, connect: Sequence[dict[str, Any]]) -> None:
+        """Below the chain stream's window too, a hash names one block: a header that reuses
+        the hash of an older block is refused (a block the chain saw before may come back, at
+        the same height with the same parent and root)."""
+        known = self.read_model.known_headers([str(h["hash"]) for h in connect])
+        for header in connect:
+            seen = known.get(str(header["hash"]))
+            if seen is not None and any(seen[k] != header[k]
+                                        for k in ("height", "prev_hash", "merkle_root")):
+                raise ChainDiscontinuity(
+                    f"header at height {header['height']} has the hash {header['hash']} of "
+                    f"the block seen at height {seen['height']}; a block hash names one block "
+                    "(check the header source)")
 
     def _fetch_txs(self, txids: Sequence[str], into: dict[str, TransactionAggregate]) -> None:
         missing = []
@@ -972,19 +995,44 @@ def broadcast_sequentially(broadcasters: Sequence[Broadcaster], beef: bytes,
     if len(broadcasters) > MAX_BROADCASTERS:
         raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
     results: list[ProviderResult] = []
-    for broadcaster in broadcasters:
-        name = str(getattr(broadcaster, "name", type(broadcaster).__name__))[:100] or "unnamed"
+    for broadcaster in check_broadcasters(broadcasters):
+        name = _provider_name(broadcaster)
         try:
             result = broadcaster.broadcast(beef, txid)
             if not isinstance(result, ProviderResult):
                 raise TypeError(f"returned {type(result).__name__}, not ProviderResult")
         except Exception as err:  # a provider failure is data, not a crash
+            said = f"{type(err).__name__}: {err}"[:300]
             result = ProviderResult(provider=name, status=ProviderStatus.SERVICE_ERROR,
-                                    details={"error": f"{type(err).__name__}: {err}"[:300]})
+                                    details={"error": _valid_text(said)})
         results.append(result)
         if result.status in (ProviderStatus.SUCCESS, ProviderStatus.SEEN):
             break
     return results
+
+
+def check_broadcasters(broadcasters: Sequence[Any]) -> list[Broadcaster]:
+    """Broadcasters as the ledger will call them: each with a ``broadcast(beef, txid)`` method
+    and a ``name`` fit to record as the provider of its answers (default: its class name).
+    Checked before anything is stored, so a bad one never leaves a half-done broadcast."""
+    checked: list[Broadcaster] = []
+    for i, broadcaster in enumerate(broadcasters):
+        if not callable(getattr(broadcaster, "broadcast", None)):
+            raise InvalidInput(f"broadcasters[{i}] ({type(broadcaster).__name__}) has no "
+                               "broadcast(beef, txid) method")
+        check_name(f"broadcasters[{i}].name", _provider_name(broadcaster))
+        checked.append(broadcaster)
+    return checked
+
+
+def _provider_name(broadcaster: Any) -> Any:
+    return getattr(broadcaster, "name", type(broadcaster).__name__)
+
+
+def _valid_text(text: str) -> str:
+    """Text a provider's exception gave, with any lone surrogate written out as an escape (the
+    log keeps valid Unicode only)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _broadcast_failure(txid: str, results: list[ProviderResult]) -> str:

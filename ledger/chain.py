@@ -106,6 +106,7 @@ class ChainAggregate(Aggregate):
         new = _skip_known(self, list(headers))
         if not new:
             return ChainPlan((), ())
+        _check_unique_hashes(self, new)
         tip = self.tip
         first = new[0]
         if tip is None:
@@ -158,6 +159,24 @@ def _check_linked(headers: Sequence[dict[str, Any]]) -> None:
             raise ChainDiscontinuity(
                 f"headers are not a linked sequence: {cur['hash']} at {cur['height']} does not "
                 f"follow {prev['hash']} at {prev['height']}")
+
+
+def _check_unique_hashes(chain: ChainAggregate, new: Sequence[dict[str, Any]]) -> None:
+    """A block hash names one block: a new header may not reuse the hash of an active block (a
+    later reorg would disconnect that hash, and with it the proofs anchored in the real block),
+    of its own parent, or of another header of the same call."""
+    active = {str(h["hash"]): int(h["height"]) for h in chain.active}
+    named: set[str] = set()
+    for header in new:
+        block = str(header["hash"])
+        if block in named or block == header["prev_hash"]:
+            raise ChainDiscontinuity(f"the headers name block {block} twice")
+        if block in active:
+            raise ChainDiscontinuity(
+                f"header at height {header['height']} has the hash {block} of the active "
+                f"block at height {active[block]}; a block hash names one block (check the "
+                "header source)")
+        named.add(block)
 
 
 def _skip_known(chain: ChainAggregate, headers: list[dict[str, Any]]) -> list[dict[str, Any]]:

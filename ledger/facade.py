@@ -31,6 +31,7 @@ from ledger.application import (
     Broadcaster,
     LedgerApplication,
     Settings,
+    check_broadcasters,
 )
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS
 from ledger.errors import (
@@ -53,6 +54,7 @@ from ledger.tracker import (
 from ledger.values import (
     MAX_INPUTS,
     MAX_OUTPUTS,
+    MAX_SATOSHIS,
     BlockHeader,
     InternalizeOutput,
     NewOutput,
@@ -93,6 +95,8 @@ PROJECTION_MODES = ("inline", "catchup")
 
 
 _DATABASE_ERRORS: tuple[type[Exception], ...] = (PersistenceError, DBAPIError, *DRIVER_ERRORS)
+_OPEN_ERRORS: tuple[type[Exception], ...] = (*_DATABASE_ERRORS, OSError)
+"""What opening may meet beyond the database's own errors: the file system's (a lock file)."""
 
 
 def _storage_errors(fn: Callable[P, T]) -> Callable[P, T]:
@@ -128,9 +132,32 @@ def _bytes(what: str, value: Any, max_bytes: int = MAX_RAW_TX_BYTES, *,
 def _page(limit: Any, offset: Any) -> tuple[int, int]:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
         raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE_LIMIT}")
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise InvalidInput("offset must be a whole number >= 0")
+    if not isinstance(offset, int) or isinstance(offset, bool) or \
+            not 0 <= offset <= MAX_PAGE_OFFSET:
+        raise InvalidInput(f"offset must be a whole number from 0 to {MAX_PAGE_OFFSET}")
     return limit, offset
+
+
+MAX_PAGE_OFFSET = 1_000_000_000_000
+"""The furthest page start a listing accepts (past any real wallet's rows)."""
+MAX_CATCH_UP_PAGES = 1_000_000
+
+
+def _items(what: str, value: Any, max_items: int) -> list[Any]:
+    """A list argument (a list or tuple); a string, a dict, None or a generator is refused
+    rather than taken apart."""
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
+        raise InvalidInput(f"{what} must be a list, got {type(value).__name__}")
+    if len(value) > max_items:
+        raise InvalidInput(f"{what}: at most {max_items} entries, got {len(value)}")
+    return list(value)
+
+
+def _flag(what: str, value: Any) -> bool:
+    """A yes/no argument: True or False only (``bool("false")`` is True)."""
+    if value is not True and value is not False:
+        raise InvalidInput(f"{what} must be True or False, got {type(value).__name__}")
+    return value
 
 
 def _details(details: Any) -> dict[str, Any]:
@@ -195,28 +222,30 @@ class LedgerView:
                      limit: int = 100, offset: int = 0) -> Page[OutputView]:
         user = check_name("user", user)
         basket = None if basket is None else check_name("basket", basket)
-        wanted = check_names("tags", list(tags))
+        wanted = check_names("tags", tags)
         if tag_mode not in ("any", "all"):
             raise InvalidInput("tag_mode must be 'any' or 'all'")
-        if spendable not in (True, False, None):
-            raise InvalidInput("spendable must be True, False or None")
+        if spendable is not None:
+            spendable = _flag("spendable (or None: every output)", spendable)
+        scripts = _flag("include_locking_scripts", include_locking_scripts)
         limit, offset = _page(limit, offset)
         with self._engine.connect() as conn:
             return queries.list_outputs(conn, user, basket=basket, tags=wanted,
                                         tag_mode=tag_mode, spendable=spendable,
-                                        include_locking_scripts=bool(include_locking_scripts),
+                                        include_locking_scripts=scripts,
                                         limit=limit, offset=offset)
 
     def list_actions(self, user: str, *, labels: Sequence[str] = (), label_mode: str = "any",
                      statuses: Sequence[str] = (), limit: int = 100,
                      offset: int = 0) -> Page[ActionView]:
         user = check_name("user", user)
-        wanted = check_names("labels", list(labels))
+        wanted = check_names("labels", labels)
         if label_mode not in ("any", "all"):
             raise InvalidInput("label_mode must be 'any' or 'all'")
-        bad = [s for s in statuses if s not in ACTION_STATUSES]
+        statuses = _items("statuses", statuses, len(ACTION_STATUSES))
+        bad = [s for s in statuses if not isinstance(s, str) or s not in ACTION_STATUSES]
         if bad:
-            raise InvalidInput(f"unknown action status {bad[0]!r}; valid: "
+            raise InvalidInput(f"unknown action status {bad[0]!r:.80}; valid: "
                                f"{', '.join(sorted(ACTION_STATUSES))}")
         limit, offset = _page(limit, offset)
         with self._engine.connect() as conn:
@@ -257,6 +286,7 @@ class LedgerView:
 
     def audit_tail(self, *, limit: int = 20, event: str | None = None) -> list[AuditEntry]:
         limit, _ = _page(limit, 0)
+        event = None if event is None else check_name("event", event)
         with self._engine.connect() as conn:
             return queries.audit_tail(conn, limit=limit, event=event)
 
@@ -296,7 +326,8 @@ class Ledger(LedgerView):
         async, e.g. bsv-sdk's ``ChainTracker``) validates proofs at heights the ledger has no
         header for (ADR 0008)."""
         mode = _mode(projections)
-        if not isinstance(max_reorg_depth_blocks, int) or not 1 <= max_reorg_depth_blocks <= 2000:
+        if not isinstance(max_reorg_depth_blocks, int) or isinstance(max_reorg_depth_blocks, bool) \
+                or not 1 <= max_reorg_depth_blocks <= 2000:
             raise InvalidInput("max_reorg_depth_blocks must be a whole number from 1 to 2000")
         tracker = _tracker(chain_tracker)
         timeout_s = _timeout(chain_tracker_timeout_s)
@@ -320,7 +351,7 @@ class Ledger(LedgerView):
             if mode is not None and mode != stored_mode:
                 ledger._set_mode(mode)
             return ledger
-        except _DATABASE_ERRORS as err:
+        except _OPEN_ERRORS as err:
             engine.dispose()
             reads.dispose()
             config.cleanup()
@@ -369,19 +400,20 @@ class Ledger(LedgerView):
         """Create a draft action and reserve its inputs atomically."""
         user, reference = check_name("user", user), check_name("reference", reference)
         description = check_text("description", description)
-        if isinstance(outputs, str | bytes) or not isinstance(outputs, Sequence):
-            raise InvalidInput("outputs must be a list of NewOutput")
-        if len(outputs) > MAX_OUTPUTS or len(inputs) > MAX_INPUTS:
-            raise InvalidInput(f"at most {MAX_OUTPUTS} outputs and {MAX_INPUTS} inputs")
-        outs = [coerce(NewOutput, o, "output") for o in outputs]
+        outs = [coerce(NewOutput, o, "output") for o in _items("outputs", outputs, MAX_OUTPUTS)]
+        if not outs:
+            raise InvalidInput("outputs: a transaction has at least one output; declare it")
         if len({o.vout for o in outs}) != len(outs):
             raise InvalidInput("two declared outputs share a vout")
+        if sum(o.satoshis for o in outs) > MAX_SATOSHIS:
+            raise InvalidInput(f"the declared outputs pay more than {MAX_SATOSHIS} satoshis, "
+                               "every satoshi there will ever be")
         ins = [Outpoint.parse(i) if isinstance(i, str) else coerce(Outpoint, i, "input")
-               for i in inputs]
+               for i in _items("inputs", inputs, MAX_INPUTS)]
         key = None if idempotency_key is None else check_name("idempotency_key", idempotency_key)
         return self._app.create_action(
             user=user, reference=reference, description=description, outputs=outs, inputs=ins,
-            labels=check_names("labels", list(labels)), is_outgoing=bool(is_outgoing),
+            labels=check_names("labels", labels), is_outgoing=_flag("is_outgoing", is_outgoing),
             idempotency_key=key)
 
     @_storage_errors
@@ -393,7 +425,7 @@ class Ledger(LedgerView):
         beef = None if input_beef is None else \
             _bytes("input_beef", input_beef, 50_000_000, empty=InvalidTransaction)
         return self._app.sign_action(user=user, reference=reference, raw_tx=raw,
-                                     nosend=bool(nosend), input_beef=beef)
+                                     nosend=_flag("nosend", nosend), input_beef=beef)
 
     @_storage_errors
     def abort_action(self, user: str, reference: str, *, reason: str) -> ActionView:
@@ -412,14 +444,14 @@ class Ledger(LedgerView):
         user = check_name("user", user)
         description = check_text("description", description)
         ref = None if reference is None else check_name("reference", reference)
-        if len(broadcasters) > MAX_BROADCASTERS:
-            raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
-        outs = [coerce(InternalizeOutput, o, "output") for o in outputs]
+        providers = check_broadcasters(_items("broadcasters", broadcasters, MAX_BROADCASTERS))
+        outs = [coerce(InternalizeOutput, o, "output")
+                for o in _items("outputs", outputs, MAX_OUTPUTS)]
         return self._app.internalize_action(
             user=user, beef=_bytes("beef", beef, 50_000_000, empty=InvalidTransaction),
             outputs=outs,
-            description=description, labels=check_names("labels", list(labels)),
-            reference=ref, broadcasters=list(broadcasters))
+            description=description, labels=check_names("labels", labels),
+            reference=ref, broadcasters=providers)
 
     # --- processing --------------------------------------------------------------------------
 
@@ -440,17 +472,20 @@ class Ledger(LedgerView):
                          ) -> TransactionView:
         """Record every provider answer of one attempt and apply the outcome."""
         txid = check_txid(txid)
-        if not results or len(results) > MAX_BROADCASTERS:
+        answers = _items("results", results, MAX_BROADCASTERS)
+        if not answers:
             raise InvalidInput(f"results must list 1 to {MAX_BROADCASTERS} provider answers")
         return self._app.record_broadcast(
-            txid=txid, results=[coerce(ProviderResult, r, "result") for r in results])
+            txid=txid, results=[coerce(ProviderResult, r, "result") for r in answers])
 
     @_storage_errors
     def broadcast(self, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
         """Hand the transaction to providers one after another; records every answer."""
-        if len(broadcasters) > MAX_BROADCASTERS:
-            raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
-        return self._app.broadcast(txid=check_txid(txid), broadcasters=list(broadcasters))
+        txid = check_txid(txid)
+        providers = check_broadcasters(_items("broadcasters", broadcasters, MAX_BROADCASTERS))
+        if not providers:
+            raise InvalidInput("broadcast needs at least one broadcaster")
+        return self._app.broadcast(txid=txid, broadcasters=providers)
 
     @_storage_errors
     def record_proof(self, txid: str, merkle_path: bytes) -> TransactionView:
@@ -464,7 +499,7 @@ class Ledger(LedgerView):
                         actor: str | None = None) -> None:
         """Release inputs quarantined after a double spend, once known to be unspent."""
         ops = [Outpoint.parse(o) if isinstance(o, str) else coerce(Outpoint, o, "outpoint")
-               for o in outpoints]
+               for o in _items("outpoints", outpoints, MAX_INPUTS)]
         if not ops:
             raise InvalidInput("confirm_unspent needs at least one outpoint")
         self._app.confirm_unspent(outpoints=ops, reason=check_text("reason", reason),
@@ -492,8 +527,9 @@ class Ledger(LedgerView):
     # --- audit and projections ---------------------------------------------------------------
 
     @_storage_errors
-    def as_of(self, at: int | datetime) -> LedgerView:
+    def as_of(self, position_or_datetime: int | datetime) -> LedgerView:
         """A read-only view of what the ledger believed at a log position or a UTC time."""
+        at = position_or_datetime
         if isinstance(at, bool) or not isinstance(at, int | datetime):
             raise InvalidInput("as_of takes a log position (int) or a datetime")
         if isinstance(at, int):
@@ -511,6 +547,8 @@ class Ledger(LedgerView):
     @_storage_errors
     def rebuild_projections(self, progress: replay.Progress | None = None) -> RebuildReport:
         """Rebuild every projection from zero beside the live tables, then swap them in."""
+        if progress is not None and not callable(progress):
+            raise InvalidInput("progress must be a callable (done, total) or None")
         try:
             with rebuild_lock(self._config, wait=False), gc_pause.paused():
                 events, seconds, position = replay.rebuild(
@@ -548,6 +586,10 @@ class Ledger(LedgerView):
     @_storage_errors
     def run_projections(self, *, max_pages: int | None = None) -> int:
         """Catch-up step (catch-up mode): project pending events; returns how many."""
+        if max_pages is not None and (not isinstance(max_pages, int) or isinstance(
+                max_pages, bool) or not 1 <= max_pages <= MAX_CATCH_UP_PAGES):
+            raise InvalidInput(f"max_pages must be a whole number from 1 to {MAX_CATCH_UP_PAGES} "
+                               "(or None: until the log's head)")
         return replay.catch_up(self._db, self._log, max_pages=max_pages)
 
     def head_position(self) -> int:

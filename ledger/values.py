@@ -27,6 +27,7 @@ from ledger.rules import ProviderStatus
 MAX_SATOSHIS = 2_100_000_000_000_000
 """21e14: every satoshi that will ever exist."""
 MAX_VOUT = 0xFFFF_FFFF
+MAX_BLOCK_HEIGHT = 100_000_000
 MAX_TEXT_BYTES = 2_000
 """Descriptions and reasons, UTF-8 encoded."""
 MAX_NAME_CHARS = 300
@@ -80,12 +81,15 @@ def normalize_txid(value: Any) -> str:
     return value.lower()
 
 
+_HEX_PAIRS = re.compile(r"(?:[0-9a-fA-F]{2})*")
+
+
 def _hex_or_bytes(value: Any) -> Any:
     if isinstance(value, str):
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            raise ValueError("expected bytes or a hex string") from None
+        if not _HEX_PAIRS.fullmatch(value):  # ``bytes.fromhex`` would skip whitespace
+            raise ValueError("expected bytes or a hex string (pairs of hex digits, nothing "
+                             "else)")
+        return bytes.fromhex(value)
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     return value
@@ -102,9 +106,17 @@ Names = Annotated[list[Name], Field(max_length=MAX_TAGS)]
 
 
 class Value(BaseModel):
-    """Base of value types: frozen, no unknown fields."""
+    """Base of value types: frozen, no unknown fields. Constructing one with a bad field
+    raises :class:`~ledger.errors.InvalidInput` naming the field, like every other bad input
+    (not ``pydantic``'s own error)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **fields: Any) -> None:
+        try:
+            super().__init__(**fields)
+        except ValidationError as err:
+            raise InvalidInput(f"invalid {type(self).__name__}: {_explain(err)}") from None
 
 
 class Outpoint(Value):
@@ -120,7 +132,8 @@ class Outpoint(Value):
             raise InvalidInput(f"an outpoint is written TXID:VOUT, got {str(text)[:100]!r}")
         txid, _, vout = text.partition(":")
         if not _VOUT_DIGITS.fullmatch(vout):
-            raise InvalidInput(f"the vout of an outpoint is a whole number, got {vout[:20]!r}")
+            raise InvalidInput(f"the vout of an outpoint is a whole number from 0 to "
+                               f"{MAX_VOUT}, got {vout[:20]!r}")
         return validated(cls, txid=txid, vout=int(vout))
 
     def __str__(self) -> str:
@@ -156,7 +169,7 @@ class InternalizeOutput(Value):
 class BlockHeader(Value):
     """One block header as the ledger's header chain needs it."""
 
-    height: Annotated[int, Field(strict=True, ge=0, le=100_000_000)]
+    height: Annotated[int, Field(strict=True, ge=0, le=MAX_BLOCK_HEIGHT)]
     hash: Hash
     prev_hash: Hash
     merkle_root: Hash
@@ -199,11 +212,25 @@ def _check_json_shape(value: Any, *, depth: int) -> None:
             raise ValueError("details may not hold an object whose only keys are '_type_' and "
                              "'_data_' (the event store marks typed values that way); rename "
                              "a key")
-        for item in value.values():
+        for key, item in value.items():
+            if not isinstance(key, str):  # JSON would turn it into text: not given back
+                raise ValueError(f"details keys must be strings, got {type(key).__name__} "
+                                 f"{key!r:.40}")
+            _check_unicode(key)
             _check_json_shape(item, depth=depth + 1)
+    elif isinstance(value, str):
+        _check_unicode(value)
     elif isinstance(value, list | tuple):
         for item in value:
             _check_json_shape(item, depth=depth + 1)
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"details text must be valid Unicode (a lone surrogate in "
+                         f"{text[:40]!r})") from None
 
 
 Details = Annotated[dict[str, Any], BeforeValidator(json_details)]

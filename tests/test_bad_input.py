@@ -20,6 +20,7 @@ from adapters.persistence import StorageConfig, parse_url
 from adapters.world import World
 from ledger import (
     TRANSITIONS,
+    ChainDiscontinuity,
     IllegalTransition,
     InvalidInput,
     InvalidProof,
@@ -198,6 +199,8 @@ BAD_DETAILS: list[Any] = [
     {"n": float("nan")}, {"n": float("inf")}, {"s": {1, 2}}, {"b": b"bytes"},
     {"deep": functools.reduce(lambda inner, _: [inner], range(40), [])}, _cycle(),
     {"big": "x" * 20_000}, ["not", "a", "dict"], "text",
+    {"s": "\ud800"}, {"\udcff": 1}, {"n": ["ok", {"k": "\udfff"}]},  # not valid Unicode
+    {1: "a"}, {"n": {2.5: "b"}},  # JSON would read the key back as text
 ]
 
 
@@ -208,7 +211,7 @@ def test_details_that_the_log_would_not_give_back_are_invalid_input(scene: Scene
     anything the log would read back as something else (a typed value, NaN) or not at all is
     refused before it is appended."""
     led = scene.led
-    if isinstance(bad, dict):
+    if isinstance(bad, dict) and all(isinstance(key, str) for key in bad):
         untouched(led, InvalidInput, led.note, scene.queued, "check", **bad)
     untouched(led, InvalidInput, led.transition, scene.queued, "frozen", reason="x",
               details=bad)
@@ -323,7 +326,9 @@ def test_unknown_txid_is_unknown_transaction(scene: Scene) -> None:
     untouched(led, UnknownTransaction, led.record_broadcast, UNKNOWN_TXID,
               [ProviderResult(provider="arc", status="seen")])
     untouched(led, UnknownTransaction, led.note, UNKNOWN_TXID, "hello")
-    untouched(led, UnknownTransaction, led.broadcast, UNKNOWN_TXID, [])
+    arc = _Named("arc")
+    untouched(led, UnknownTransaction, led.broadcast, UNKNOWN_TXID, [arc])
+    assert arc.calls == 0
 
 
 def test_unknown_action_is_unknown_action(scene: Scene) -> None:
@@ -405,3 +410,174 @@ def test_bad_urls_are_storage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
             Ledger.open(url)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         Ledger.open("memory://", projections="lazy")
+
+
+# --- argument shapes -------------------------------------------------------------------------
+
+NOT_LISTS: list[Any] = ["rent", b"ab", None, 5, {"vout": 0}, (x for x in ())]
+"""What a list argument must refuse, not take apart: a string (its characters), a dict (its
+keys), None, a number, a generator."""
+
+
+def test_list_arguments_refuse_what_is_not_a_list(scene: Scene) -> None:
+    led, t = scene.led, scene.queued
+    out = {"vout": 0, "satoshis": 1_000, "locking_script": scene.world.script()}
+    for bad in NOT_LISTS:
+        untouched(led, InvalidInput, led.create_action, "alice", "shape", description="x",
+                  outputs=[out], labels=bad)
+        untouched(led, InvalidInput, led.create_action, "alice", "shape", description="x",
+                  outputs=[out], inputs=bad)
+        untouched(led, InvalidInput, led.create_action, "alice", "shape", description="x",
+                  outputs=bad)
+        untouched(led, InvalidInput, led.list_outputs, "alice", tags=bad)
+        untouched(led, InvalidInput, led.list_actions, "alice", labels=bad)
+        untouched(led, InvalidInput, led.list_actions, "alice", statuses=bad)
+        untouched(led, InvalidInput, led.internalize_action, "alice", beef=b"\x01",
+                  description="x", outputs=bad)
+        untouched(led, InvalidInput, led.internalize_action, "alice", beef=b"\x01",
+                  description="x", outputs=[{"vout": 0}], labels=bad)
+        untouched(led, InvalidInput, led.internalize_action, "alice", beef=b"\x01",
+                  description="x", outputs=[{"vout": 0}], broadcasters=bad)
+        untouched(led, InvalidInput, led.broadcast, t, bad)
+        untouched(led, InvalidInput, led.confirm_unspent, bad, reason="r")
+        untouched(led, InvalidInput, led.record_broadcast, t, bad)
+    untouched(led, InvalidInput, led.list_actions, "alice", statuses=[["sent"]])
+    assert led.get_transaction(t).state == S.QUEUED
+
+
+def test_flags_are_true_or_false_only(scene: Scene) -> None:
+    led = scene.led
+    out = {"vout": 0, "satoshis": 1_000, "locking_script": scene.world.script()}
+    for bad in ("false", "no", 0, 1, None, []):
+        untouched(led, InvalidInput, led.create_action, "alice", "flag", description="x",
+                  outputs=[out], is_outgoing=bad)
+        untouched(led, InvalidInput, led.sign_action, "alice", "draft", raw_tx=scene.draft_raw,
+                  nosend=bad)
+        untouched(led, InvalidInput, led.list_outputs, "alice", include_locking_scripts=bad)
+    for bad in ("false", 0, 1, []):
+        untouched(led, InvalidInput, led.list_outputs, "alice", spendable=bad)
+    with pytest.raises(InvalidInput):
+        Ledger.open("memory://", max_reorg_depth_blocks=True)
+
+
+def test_numbers_past_the_database_range_are_refused(scene: Scene) -> None:
+    led = scene.led
+    for offset in (2**63, 2**64, facade.MAX_PAGE_OFFSET + 1):
+        untouched(led, InvalidInput, led.list_outputs, "alice", offset=offset)
+        untouched(led, InvalidInput, led.list_actions, "alice", offset=offset)
+    assert led.list_outputs("alice", offset=facade.MAX_PAGE_OFFSET).items == []
+    for height in (2**63, 2**64 - 1, 100_000_001):
+        _, bumps = chainkit.make_block([scene.queued], height=height)
+        untouched(led, InvalidProof, led.record_proof, scene.queued, bumps[scene.queued])
+    for pages in ("x", 0, -1, True, 1.5, facade.MAX_CATCH_UP_PAGES + 1):
+        untouched(led, InvalidInput, led.run_projections, max_pages=pages)
+    for progress in (5, "print"):
+        untouched(led, InvalidInput, led.rebuild_projections, progress=progress)
+    for event in ("\ud800", [1], "", 5):
+        untouched(led, InvalidInput, led.audit_tail, event=event)
+
+
+def test_drafts_no_transaction_could_sign_are_refused(scene: Scene) -> None:
+    led, script = scene.led, scene.world.script()
+    untouched(led, InvalidInput, led.create_action, "alice", "empty", description="x",
+              outputs=[])
+    two = [{"vout": v, "satoshis": MAX_SATOSHIS // 2 + 1, "locking_script": script}
+           for v in (0, 1)]
+    untouched(led, InvalidInput, led.create_action, "alice", "too-much", description="x",
+              outputs=two)
+    for spaced in ("76 a9 14", " 51", "51\n", "5", "0x51", "\u0665\u0661"):
+        untouched(led, InvalidInput, led.create_action, "alice", "hex", description="x",
+                  outputs=[{"vout": 0, "satoshis": 1, "locking_script": spaced}])
+    assert led.create_action("alice", "hex", description="x", outputs=[
+        {"vout": 0, "satoshis": 1, "locking_script": "76A914" + "00" * 20 + "88ac"}]).status
+
+
+def test_value_types_refuse_bad_fields_with_invalid_input() -> None:
+    cases: list[Callable[[], Any]] = [
+        lambda: NewOutput(vout=0, satoshis=-1, locking_script=b"\x51"),
+        lambda: Outpoint(txid="zz", vout=0),
+        lambda: ProviderResult(provider="a", status="bogus"),  # type: ignore[arg-type]
+        lambda: ProviderResult(provider="a", status="success", details={"k": "\ud800"}),
+    ]
+    for make in cases:
+        with pytest.raises(InvalidInput) as info:
+            make()
+        assert isinstance(info.value, LedgerError)
+
+
+class _Named:
+    def __init__(self, name: Any) -> None:
+        self.name = name
+        self.calls = 0
+
+    def broadcast(self, beef: bytes, txid: str) -> ProviderResult:
+        self.calls += 1
+        return ProviderResult(provider="arc", status="success")
+
+
+def test_a_broadcast_with_bad_broadcasters_stores_nothing(scene: Scene) -> None:
+    """The broadcasters are checked before the transaction is marked ``sending``."""
+    led, t = scene.led, scene.queued
+    bad = [_Named(" "), _Named("a\x00"), _Named("\ud800"), _Named(5), _Named("x" * 400)]
+    for broadcaster in bad:
+        untouched(led, InvalidInput, led.broadcast, t, [broadcaster])
+        assert broadcaster.calls == 0
+    untouched(led, InvalidInput, led.broadcast, t, [])
+    untouched(led, InvalidInput, led.broadcast, t, [object()])
+    untouched(led, InvalidInput, led.broadcast, t, [_Named("arc"), _Named("")])
+    assert led.get_transaction(t).state == S.QUEUED
+
+    class Failing(_Named):
+        def broadcast(self, beef: bytes, txid: str) -> ProviderResult:
+            raise RuntimeError("refused \ud800 here")
+
+    led.broadcast(t, [Failing("flaky")])  # a provider failing is data: recorded
+    answers = [e for e in led.history(t) if e.event == "broadcast.result"]
+    assert answers and "\\ud800" in answers[-1].details["details"]["error"]
+
+
+def test_a_header_reusing_a_known_block_hash_is_refused(scene: Scene) -> None:
+    """A block hash names one block. A header that reused an active block's hash would let a
+    later reorg disconnect that hash, and with it the proofs anchored in the real block."""
+    led, world = scene.led, scene.world
+    world.mine_empty(1)
+    tip = led.chain_tip()
+    assert tip is not None
+    anchored = led.get_transaction(scene.confirmed)
+    assert anchored.block_hash is not None
+    (fake,) = chainkit.make_headers(1, start_height=tip.height + 1, prev_hash=tip.hash, salt="q")
+    for reused in (anchored.block_hash, tip.hash):
+        untouched(led, ChainDiscontinuity, led.apply_headers, [{**fake, "hash": reused}])
+    a, b = chainkit.make_headers(2, start_height=tip.height + 1, prev_hash=tip.hash, salt="r")
+    untouched(led, ChainDiscontinuity, led.apply_headers,
+              [a, {**b, "hash": a["hash"]}])  # names itself as its parent
+    led.apply_headers(chainkit.make_headers(2, start_height=tip.height + 1, prev_hash=tip.hash,
+                                            salt="fork"))
+    assert led.get_transaction(scene.confirmed) == anchored  # still proven, untouched
+
+
+def test_a_header_reusing_a_disconnected_block_hash_at_another_height_is_refused(
+        scene: Scene) -> None:
+    """Below the chain stream's window the headers table knows every block ever connected."""
+    led = scene.led
+    tip = led.chain_tip()
+    assert tip is not None
+    old = chainkit.make_headers(2, start_height=tip.height + 1, prev_hash=tip.hash, salt="old")
+    led.apply_headers(old)
+    new = chainkit.make_headers(3, start_height=tip.height + 1, prev_hash=tip.hash, salt="new")
+    assert [h.hash for h in led.apply_headers(new).disconnected] == [old[1]["hash"], old[0]["hash"]]
+    (nxt,) = chainkit.make_headers(1, start_height=tip.height + 4, prev_hash=new[-1]["hash"])
+    untouched(led, ChainDiscontinuity, led.apply_headers, [{**nxt, "hash": old[0]["hash"]}])
+    assert led.apply_headers([nxt]).connected
+
+
+def test_sqlite_file_names_are_one_file_and_bad_ones_are_storage_errors(tmp_path: Any) -> None:
+    with Ledger.open(f"sqlite:///{tmp_path}/a%2520b.db") as led:
+        World(led, salt="pct").fund("alice", [1_000])
+        assert led.list_outputs("alice").total == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".db") == ["a%20b.db"]
+    with Ledger.open(f"sqlite:///{tmp_path}/a%2520b.db") as led:
+        assert led.list_outputs("alice").total == 1
+    for url in (f"sqlite:///{tmp_path}/{'a' * 300}.db", f"sqlite:///{tmp_path}/\ud800.db"):
+        with pytest.raises(StorageError):
+            Ledger.open(url)
