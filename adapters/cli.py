@@ -39,6 +39,7 @@ from adapters.persistence import parse_url
 from ledger import (
     AuditEntry,
     Balance,
+    BlockHeader,
     IllegalTransition,
     InvalidInput,
     Ledger,
@@ -49,6 +50,7 @@ from ledger import (
     StorageError,
 )
 from ledger.chain import MAX_HEADERS_PER_CALL
+from ledger.values import coerce
 from projections.db import make_engine
 from projections.schema import POINTER_TABLE
 
@@ -661,7 +663,7 @@ def parse_at(text: str) -> int | datetime:
     """A log position (whole number), an ISO 8601 time (UTC unless it says otherwise), or a
     bare ``HH:MM[:SS]`` meaning that time today, UTC."""
     value = text.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²": str.isdigit() takes every digit sign
         return int(value)
     try:
         if len(value) <= 8 and value.count(":") in (1, 2):
@@ -987,8 +989,10 @@ def projections_mode(
 
 # --- chain and operator commands -------------------------------------------------------------
 
-def read_headers(path: Path) -> list[dict[str, Any]]:
-    """JSON lines of ``{height, hash, prev_hash, merkle_root}`` (blank lines skipped)."""
+def read_headers(path: Path) -> list[BlockHeader]:
+    """JSON lines of ``{height, hash, prev_hash, merkle_root}`` (blank lines skipped), every
+    line checked, and the whole file checked to be one linked sequence, before any is applied:
+    a bad line anywhere applies nothing."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -1001,10 +1005,20 @@ def read_headers(path: Path) -> list[dict[str, Any]]:
             header = json.loads(line)
         except json.JSONDecodeError as err:
             fail(f"{path} line {number}: not JSON ({err.msg})")
+        except (ValueError, RecursionError) as err:  # a 5,000-digit number, deep nesting
+            fail(f"{path} line {number}: not a header ({type(err).__name__}: {str(err)[:80]})")
         if not isinstance(header, dict):
             fail(f"{path} line {number}: expected an object {{height, hash, prev_hash, "
                  "merkle_root}")
-        headers.append(header)
+        try:
+            headers.append(coerce(BlockHeader, header, "header"))
+        except InvalidInput as err:
+            fail(f"{path} line {number}: {err}")
+        if len(headers) > 1 and (headers[-1].prev_hash != headers[-2].hash
+                                 or headers[-1].height != headers[-2].height + 1):
+            fail(f"{path} line {number}: header {headers[-1].hash} at height "
+                 f"{headers[-1].height} does not follow the line before it; the file must "
+                 "be one linked sequence")
     if not headers:
         fail(f"{path} holds no headers")
     return headers

@@ -541,15 +541,59 @@ def test_postgres_without_a_ledger_or_without_the_database(pg_database: str) -> 
 
 
 @pytest.mark.parametrize(("content", "fragment"), [
-    ('{"height": 1}\n{not json\n', "line 2: not JSON"),
+    ('{"height": 1, "hash": "' + "ab" * 32 + '", "prev_hash": "' + "cd" * 32
+     + '", "merkle_root": "' + "ef" * 32 + '"}\n{not json\n', "line 2: not JSON"),
     ("[1, 2]\n", "line 1: expected an object"),
     ("\n\n", "holds no headers"),
     ('{"height": 200, "hash": "zz", "prev_hash": "00", "merkle_root": "00"}', "hash"),
-], ids=["malformed-json", "not-an-object", "empty", "bad-hash"])
+    ('{"height": ' + "9" * 5_000 + "}", "line 1: not a header"),
+    ("[" * 100_000, "line 1: not a header"),
+    ('{"height": 1, "hash": "' + "ab" * 32 + '", "prev_hash": "' + "ab" * 32
+     + '", "merkle_root": "' + "ab" * 32 + '", "extra": 1}', "extra"),
+], ids=["malformed-json", "not-an-object", "empty", "bad-hash", "huge-number", "deep-nesting",
+        "unknown-field"])
 def test_headers_apply_bad_files(demo: Demo, tmp_path: Path, content: str, fragment: str) -> None:
     file = tmp_path / "h.jsonl"
     file.write_text(content)
     refused(cli("headers", "apply", str(file), *demo.db()), 2, fragment)
+
+
+def test_headers_apply_checks_the_whole_file_before_applying_any(scratch: str,
+                                                                 tmp_path: Path) -> None:
+    """A bad line anywhere, even after a full call's worth of good ones, applies nothing."""
+    with Ledger.open(scratch) as led:
+        tip = led.chain_tip()
+    assert tip is not None
+    good = chainkit.make_headers(3, start_height=tip.height + 1, prev_hash=tip.hash, salt="ok")
+    bad_line = json.dumps({**good[-1], "hash": "zz"})
+    unlinked = chainkit.make_headers(1, start_height=tip.height + 9, prev_hash=tip.hash)
+    file = tmp_path / "h.jsonl"
+    for last, fragment in ((bad_line, "line 4"), (json.dumps(unlinked[0]), "does not follow")):
+        file.write_text("\n".join([*(json.dumps(h) for h in good), last]))
+        refused(cli("headers", "apply", str(file), "--db", scratch), 2, fragment)
+        with Ledger.open(scratch) as led:
+            assert led.chain_tip() == tip
+
+
+def test_positions_are_ascii_digits(demo: Demo) -> None:
+    for at in ("²", "\u0661\u0662", "12٣"):
+        refused(cli("audit", "replay", "--at", at, *demo.db()), 2, "--at takes")
+
+
+def test_headers_apply_in_a_new_process_reads_the_chain_snapshot(demo: Demo,
+                                                                 tmp_path: Path) -> None:
+    """The demo's chain has over 100 events, so it is read from a snapshot: a process that
+    did not write that snapshot itself must read it (it once failed with a traceback)."""
+    url = copy_ledger(demo.path, tmp_path)
+    with Ledger.open(url) as led:
+        tip = led.chain_tip()
+    assert tip is not None
+    file = tmp_path / "next.jsonl"
+    file.write_text("\n".join(json.dumps(h) for h in chainkit.make_headers(
+        2, start_height=tip.height + 1, prev_hash=tip.hash)))
+    done = run_script("headers", "apply", str(file), "--db", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"connected 2, disconnected 0; tip {tip.height + 2}" in done.stdout
 
 
 def test_headers_apply_that_connects_to_nothing_is_refused(scratch: str, tmp_path: Path) -> None:
