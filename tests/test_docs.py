@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "operations.md"]
 RUNNABLE = {"python", "sh", "console"}
 SHOWN_ONLY = {"text", "json", "jsonl", "ini"}
-FENCE = re.compile(r"^```(.*)$")
+FENCE = re.compile(r"^( *)```(.*)$")
+"""A fence, at the margin or indented (a block inside a list item); the block's lines lose
+the fence's indentation."""
 EXIT_MARK = re.compile(r"\s+#\s*exit\s+(\d+)\s*$")
 
 
@@ -63,15 +65,19 @@ class Block:
 
 
 def blocks(doc: Path) -> list[Block]:
-    found, current, start, body = [], None, 0, []
+    found, current, start, body, indent = [], None, 0, [], ""
     for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), start=1):
         match = FENCE.match(line)
-        if match is None:
+        if match is None or (current is not None and match.group(1) != indent):
             if current is not None:
-                body.append(line)
+                assert not line.strip() or line.startswith(indent), (
+                    f"{doc}:{number}: a line of the block opened at line {start} is indented "
+                    "less than its fence")
+                body.append(line[len(indent):])
             continue
         if current is None:
-            current, start, body = match.group(1).split(), number, []
+            indent = match.group(1)
+            current, start, body = match.group(2).split(), number, []
         else:
             lang, *marks = current or [""]
             found.append(Block(doc, start, lang, marks, "\n".join(body) + "\n"))
