@@ -405,6 +405,10 @@ class Ledger(LedgerView):
             raise InvalidInput("outputs: a transaction has at least one output; declare it")
         if len({o.vout for o in outs}) != len(outs):
             raise InvalidInput("two declared outputs share a vout")
+        if max(o.vout for o in outs) >= len(outs):  # signing matches every output of the tx
+            raise InvalidInput(f"declare every output of the transaction: vouts 0 to "
+                               f"{len(outs) - 1}, one each (got vout "
+                               f"{max(o.vout for o in outs)})")
         if sum(o.satoshis for o in outs) > MAX_SATOSHIS:
             raise InvalidInput(f"the declared outputs pay more than {MAX_SATOSHIS} satoshis, "
                                "every satoshi there will ever be")

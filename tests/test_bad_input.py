@@ -485,6 +485,10 @@ def test_drafts_no_transaction_could_sign_are_refused(scene: Scene) -> None:
            for v in (0, 1)]
     untouched(led, InvalidInput, led.create_action, "alice", "too-much", description="x",
               outputs=two)
+    for vouts in ([5], [0, 2], [1, 2]):  # a signed transaction must match every vout 0..n-1
+        gap = [{"vout": v, "satoshis": 1, "locking_script": script} for v in vouts]
+        untouched(led, InvalidInput, led.create_action, "alice", "gap", description="x",
+                  outputs=gap)
     for spaced in ("76 a9 14", " 51", "51\n", "5", "0x51", "\u0665\u0661"):
         untouched(led, InvalidInput, led.create_action, "alice", "hex", description="x",
                   outputs=[{"vout": 0, "satoshis": 1, "locking_script": spaced}])
