@@ -436,8 +436,8 @@ def bench_backend(backend: str, n: int, rounds: int) -> dict[str, Any]:
     slowdown = catchup / inline
     say(f"   ratio ours(inline)/bare(command)   = {ratio_cmd:5.0%}  (target >= 50%: "
         f"{'met' if ratio_cmd >= 0.5 else 'NOT met'})")
-    say(f"   ratio ours(inline)/bare(save-only) = {ratio_save:5.0%}  (target >= 50%: "
-        f"{'met' if ratio_save >= 0.5 else 'NOT met'})")
+    say(f"   ratio ours(inline)/bare(save-only) = {ratio_save:5.0%}  (reported only: the target "
+        "is against a command's get + save)")
     floor = catchup / rate["ours_sql_only"]
     say(f"   inline-projection slowdown = {slowdown:.2f}x  (catch-up {catchup:.0f} vs inline "
         f"{inline:.0f} events/s; target <= 1.5x: {'met' if slowdown <= 1.5 else 'NOT met'})")
