@@ -92,6 +92,9 @@ DEFAULT_URL = "sqlite:///wallet-ledger.db"
 MAX_RAW_TX_BYTES = 10_000_000
 MAX_PAGE_LIMIT = queries.MAX_PAGE_ITEMS
 PROJECTION_MODES = ("inline", "catchup")
+MAX_PAGE_OFFSET = 1_000_000_000_000
+"""The furthest page start a listing accepts (past any real wallet's rows)."""
+MAX_CATCH_UP_PAGES = 1_000_000
 
 
 _DATABASE_ERRORS: tuple[type[Exception], ...] = (PersistenceError, DBAPIError, *DRIVER_ERRORS)
@@ -136,11 +139,6 @@ def _page(limit: Any, offset: Any) -> tuple[int, int]:
             not 0 <= offset <= MAX_PAGE_OFFSET:
         raise InvalidInput(f"offset must be a whole number from 0 to {MAX_PAGE_OFFSET}")
     return limit, offset
-
-
-MAX_PAGE_OFFSET = 1_000_000_000_000
-"""The furthest page start a listing accepts (past any real wallet's rows)."""
-MAX_CATCH_UP_PAGES = 1_000_000
 
 
 def _items(what: str, value: Any, max_items: int) -> list[Any]:
