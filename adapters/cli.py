@@ -30,6 +30,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import text as sql_text
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from typer.core import TyperGroup
@@ -151,11 +152,14 @@ Actor = Annotated[str | None, typer.Option(
 
 
 def console() -> Console:
-    return Console(highlight=False)
+    """Standard output. No markup or emoji codes are read from the text printed: it holds what
+    users stored (a label ``[red]vip`` is shown as written, ``[/]`` does not crash); the CLI's
+    own emphasis is given as styles."""
+    return Console(highlight=False, markup=False, emoji=False)
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 # --- opening the ledger ----------------------------------------------------------------------
@@ -489,7 +493,7 @@ def prog() -> str:
 
 def _hints(out: Console, db: str, facts: DemoFacts) -> None:
     out.print()
-    out.rule("[bold]Inspect what it did", align="left")
+    out.rule(Text("Inspect what it did", style="bold"), align="left")
     if _scheme(db) == "memory":
         out.print("  a memory:// ledger is gone when the demo exits; give --db sqlite:///FILE "
                   "to keep one to inspect")
@@ -512,7 +516,7 @@ def _hints(out: Console, db: str, facts: DemoFacts) -> None:
     ]
     for text, command in lines:
         if text:
-            out.print(f"  [dim]# {text}[/dim]")
+            out.print(f"  # {text}", style="dim")
         out.print(f"  {me} {command}{flag if command != '--help' else ''}", soft_wrap=True)
 
 
@@ -533,7 +537,7 @@ def demo(db: Db = DEFAULT_DB,
             fail(f"{led.url} already holds a ledger; the demo needs an empty database")
         path = sqlite_path(db)
         where = f"{led.url} ({path.resolve()})" if path else led.url
-        out.print(f"[bold]wallet-ledger demo[/bold] -> {where}", soft_wrap=True)
+        out.print(Text.assemble(("wallet-ledger demo", "bold"), f" -> {where}"), soft_wrap=True)
         facts = run_demo(led, out)
     out.print(f"\n  {facts.events} events in {time.perf_counter() - started:.1f} s.")
     _hints(out, db, facts)
@@ -720,8 +724,8 @@ def _print_replay(report: dict[str, Any], user: str | None) -> None:
     asked = report["at"]
     head = report["head_position"]
     point = f"at {asked}: log position" if isinstance(asked, str) else "as of log position"
-    out.print(f"[bold]Replay {point} {report['position']}[/bold] (the log is now at {head})",
-              soft_wrap=True)
+    out.print(Text.assemble((f"Replay {point} {report['position']}", "bold"),
+                            f" (the log is now at {head})"), soft_wrap=True)
     if isinstance(asked, int) and asked > head:
         out.print(f"  position {asked} is beyond the log head: this is the ledger as it is now")
     out.print("  chain tip then: "
@@ -733,7 +737,7 @@ def _print_replay(report: dict[str, Any], user: str | None) -> None:
     t.add_column("state now", no_wrap=True)
     for row in report["transactions"]:
         changed = row["state_then"] != row["state_now"]
-        then = f"[bold]{row['state_then']}[/bold]" if changed else row["state_then"]
+        then = Text(row["state_then"], style="bold" if changed else "")
         t.add_row(short_txid(row["txid"]), then, row["state_now"] + (" *" if changed else ""))
     out.print(t)
     if any(row["state_then"] != row["state_now"] for row in report["transactions"]):
@@ -797,14 +801,15 @@ def audit_explain(outpoint: Annotated[str, typer.Argument(metavar="TXID:VOUT",
                    "position": position, "evidence": evidence})
         return
     out = console()
-    verdict = "[green]SPENDABLE[/green]" if why.spendable else "[red]NOT SPENDABLE[/red]"
+    verdict = Text("SPENDABLE", style="green") if why.spendable else \
+        Text("NOT SPENDABLE", style="red")
     out.print(f"{user}'s output {op}", soft_wrap=True)
     if point is None:
-        out.print(f"is {verdict} (category {why.category}) because:")
+        out.print(Text.assemble("is ", verdict, f" (category {why.category}) because:"))
     else:
         then = "" if isinstance(point, int) else f"at {at}, "
-        out.print(f"was {verdict} {then}at log position {position} (category {why.category}) "
-                  "because:")
+        out.print(Text.assemble("was ", verdict, f" {then}at log position {position} "
+                                f"(category {why.category}) because:"))
     for reason in why.reasons:
         out.print(f"  • {reason}", soft_wrap=True)
     out.print(f"evidence at log positions: {', '.join(map(str, why.positions)) or '-'}")

@@ -84,7 +84,7 @@ class DemoStory:
     def step(self, title: str) -> None:
         self._step += 1
         self.out.print()
-        self.out.rule(f"[bold]{self._step}. {title}", align="left")
+        self.out.rule(Text(f"{self._step}. {title}", style="bold"), align="left")
 
     def say(self, text: str) -> None:
         self.out.print(Padding(Text.from_markup(text), (0, 0, 0, 2), expand=False))

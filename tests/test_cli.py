@@ -575,6 +575,25 @@ def test_headers_apply_checks_the_whole_file_before_applying_any(scratch: str,
             assert led.chain_tip() == tip
 
 
+def test_stored_text_is_printed_as_written_not_read_as_markup(tmp_path: Path) -> None:
+    """Users, labels and details are the wallet's text: ``[/]`` once crashed the table
+    renderer and ``[red]vip`` was shown as ``vip``; ``:thumbs_up:`` is not an emoji code."""
+    scratch = f"sqlite:///{tmp_path / 'markup.db'}"
+    with Ledger.open(scratch) as led:
+        world = World(led, salt="markup")
+        world.fund("[red]bob", [1_000], labels=["[red]vip"])
+        (tx,) = led.list_actions("[red]bob").items
+        assert tx.txid is not None
+        led.note(tx.txid, "call", ticket="[/] :thumbs_up: [bold]")
+    history = ok(cli("history", tx.txid, "--db", scratch))
+    assert "ticket=[/] :thumbs_up: [bold]" in " ".join(history.split())
+    tail = ok(cli("audit", "tail", "--db", scratch))
+    assert "[/]" in tail
+    assert "[red]vip" in ok(cli("actions", "--user", "[red]bob", "--db", scratch))
+    assert "[red]bob" in ok(cli("balance", "--user", "[red]bob", "--db", scratch))
+    assert "[/]" in ok(cli("outputs", "--user", "[/]", "--db", scratch))
+
+
 def test_positions_are_ascii_digits(demo: Demo) -> None:
     for at in ("²", "\u0661\u0662", "12٣"):
         refused(cli("audit", "replay", "--at", at, *demo.db()), 2, "--at takes")
