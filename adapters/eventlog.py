@@ -51,7 +51,7 @@ class StoreLog:
 
 
 KNOWN_HEADERS_CHUNK = 500
-"""Block hashes per lookup of known headers (under SQLite's 999-parameter limit)."""
+"""Keys per ``IN`` list of a lookup (under SQLite's 999-parameter limit)."""
 
 
 class SqlReadModel:
@@ -60,7 +60,7 @@ class SqlReadModel:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        ph = "%s" if engine.dialect.name == "postgresql" else "?"
+        ph = self._ph = "%s" if engine.dialect.name == "postgresql" else "?"
         self._sql = {
             "output": 'SELECT "category", "satoshis" FROM "outputs" '
                       f'WHERE "user" = {ph} AND "txid" = {ph} AND "vout" = {ph}',
@@ -109,14 +109,27 @@ class SqlReadModel:
     def unconfirmed_below(self, height: int) -> list[str]:
         return [str(r[0]) for r in self._rows("unconfirmed", (height,))]
 
+    def output_owners(self, outpoints: Sequence[str]) -> dict[str, str]:
+        wanted = set(outpoints)
+        txids = sorted({op.split(":", 1)[0] for op in wanted})
+        found: dict[str, str] = {}
+        for start in range(0, len(txids), KNOWN_HEADERS_CHUNK):
+            chunk = txids[start:start + KNOWN_HEADERS_CHUNK]
+            statement = ('SELECT "txid", "vout", "user" FROM "outputs" WHERE "txid" IN '
+                         f'({", ".join([self._ph] * len(chunk))}) ORDER BY "user"')
+            for txid, vout, user in self._query(statement, tuple(chunk)):
+                outpoint = f"{txid}:{int(vout)}"
+                if outpoint in wanted:
+                    found.setdefault(outpoint, str(user))
+        return found
+
     def known_headers(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
-        ph = "%s" if self._engine.dialect.name == "postgresql" else "?"
         wanted = list(dict.fromkeys(hashes))
         for start in range(0, len(wanted), KNOWN_HEADERS_CHUNK):
             chunk = wanted[start:start + KNOWN_HEADERS_CHUNK]
             statement = ('SELECT "hash", "height", "prev_hash", "merkle_root" FROM "headers" '
-                         f'WHERE "hash" IN ({", ".join([ph] * len(chunk))})')
+                         f'WHERE "hash" IN ({", ".join([self._ph] * len(chunk))})')
             for hash_, height, prev, root in self._query(statement, tuple(chunk)):
                 found[hash_] = {"hash": hash_, "height": int(height), "prev_hash": prev,
                                 "merkle_root": root}

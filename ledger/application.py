@@ -153,6 +153,10 @@ class ReadModel(Protocol):
     def known_headers(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The headers ever connected (active or not) among ``hashes``, by hash."""
 
+    def output_owners(self, outpoints: Sequence[str]) -> dict[str, str]:
+        """Among ``outpoints`` (``txid:vout``), those that are some user's output: outpoint ->
+        a user holding it (the first by name)."""
+
 
 class Broadcaster(Protocol):
     """Anything with a name that can hand a transaction to the network."""
@@ -471,6 +475,7 @@ class LedgerApplication(Application[UUID]):
             if action.txid == parsed.txid:
                 return self._tx_view(self._tx(parsed.txid), {})
             _check_signable(action, parsed)
+            self._check_unreserved_spends(action, parsed)
             if attempt > 0 and \
                     self._load(transaction_id(parsed.txid), TransactionAggregate) is not None:
                 raise PreconditionFailed(
@@ -485,6 +490,21 @@ class LedgerApplication(Application[UUID]):
             return self._tx_view(tx, self._save(tx, action))
 
         return self.retrying(command)
+
+    def _check_unreserved_spends(self, action: ActionAggregate, parsed: ParsedTx) -> None:
+        """A signed transaction spends the ledger's outputs only through its draft's
+        reservations: spending another of them (the user's own or another user's) would leave
+        it listed as spendable while it is spent."""
+        spends = {f"{i.source_txid}:{i.source_vout}" for i in parsed.inputs} - action.held
+        if not spends:
+            return
+        owners = self.read_model.output_owners(sorted(spends))
+        for outpoint in sorted(spends):
+            if outpoint in owners:
+                raise InvalidTransaction(
+                    f"the transaction spends {outpoint}, an output of user "
+                    f"{owners[outpoint]!r} that the draft of {action.reference!r} did not "
+                    "reserve; list it in create_action's inputs")
 
     def _initial_state(self, parsed: ParsedTx, nosend: bool) -> ProcessingStatus:
         if nosend:
@@ -545,6 +565,7 @@ class LedgerApplication(Application[UUID]):
         if tx.state not in TOXIC_STATES:
             return []
         action = self._action(tx.origin_user, tx.origin_reference)
+        retaken = self._retake_free(tx, action) if tx.state == S.DOUBLE_SPEND else []
         held = sorted(action.held)
         if not held:
             return []
@@ -557,7 +578,25 @@ class LedgerApplication(Application[UUID]):
             action.quarantine(reason=f"spender {tx.txid} lost a double-spend race")
             for lock in locks:
                 lock.quarantine(f"spender {tx.txid} double-spent")
+        assert {lock.outpoint for lock in retaken} <= {lock.outpoint for lock in locks}
         return [action, *locks]
+
+    def _retake_free(self, tx: TransactionAggregate, action: ActionAggregate) -> list[Any]:
+        """A spender found double-spent after its inputs were released (it went ``invalid``,
+        then ``unfail``): the inputs no other action took meanwhile are its own again, so that
+        they are quarantined with the rest. SPEC §4: a double-spent spender's inputs are never
+        silently restored."""
+        assert tx.origin_user is not None and tx.origin_reference is not None
+        released = sorted(op for op in action.inputs if op not in action.held)
+        if action.aborted or not released:
+            return []
+        free = [lock for lock in self._locks(released) if lock.holder is None]
+        for lock in free:
+            lock.reclaim(user=action.user, reference=action.reference, txid=tx.txid)
+        if free:
+            action.retake([lock.outpoint for lock in free],
+                          reason=f"spender {tx.txid} double-spent after it was released")
+        return free
 
     def _revive(self, tx: TransactionAggregate) -> list[Any]:
         """Take back the inputs of a spender that left ``unfail`` for a live state."""
@@ -879,7 +918,7 @@ class LedgerApplication(Application[UUID]):
         known = self._load(transaction_id(subject.txid), TransactionAggregate, fresh=True)
         results: list[ProviderResult] = []
         verdict = None
-        if known is None and proof_bytes is not None:
+        if proof_bytes is not None:
             verdict = self._ask_tracker(subject.txid, proof_bytes, must_exist=False)
         if known is None and proof_bytes is None:
             results = broadcast_sequentially(broadcasters, beef, subject.txid)
@@ -887,8 +926,11 @@ class LedgerApplication(Application[UUID]):
                 raise BroadcastFailed(_broadcast_failure(subject.txid, results))
 
         def command(attempt: int) -> ActionView:
-            # Fresh: a known transaction is not appended to, so the cache could not be checked.
+            # Fresh: a known transaction is appended to only when the BEEF proves it (the cache
+            # could not be checked otherwise).
             tx = self._load(transaction_id(subject.txid), TransactionAggregate, fresh=True)
+            if tx is not None and proof_bytes is not None:
+                self._proof_for_known(tx, proof_bytes, verdict)
             if tx is None:
                 tx = TransactionAggregate.create(
                     txid=subject.txid, raw_tx=subject.raw, state=S.SENT,
@@ -915,6 +957,20 @@ class LedgerApplication(Application[UUID]):
             return action_view(action, tx.state)
 
         return self.retrying(command)
+
+    def _proof_for_known(self, tx: TransactionAggregate, bump: bytes,
+                         verdict: TrackerVerdict | None) -> None:
+        """A BEEF's proof of a transaction the ledger has: checked like any proof (a bad one
+        raises InvalidProof and nothing is stored), and recorded where the processing state
+        takes a proof; a state that does not (frozen, invalid, ...) stays as it is, since an
+        operator or the network put it there."""
+        proof, block_hash, target, depth_tip = self._validated_proof(tx.txid, bump, tx, verdict)
+        if tx.takes_proof(target):
+            rejection = tx.record_proof(
+                height=proof.block_height, block_hash=block_hash, merkle_root=proof.merkle_root,
+                leaf_offset=proof.leaf_offset, bump=proof.bump, target=target,
+                depth_tip=depth_tip)
+            assert rejection is None
 
     def _proof_for_new(self, tx: TransactionAggregate, bump: bytes,
                        verdict: TrackerVerdict | None) -> None:

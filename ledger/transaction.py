@@ -234,6 +234,10 @@ class TransactionAggregate(Aggregate):
             self._move(step, reason="broadcast", provider=deciding.get("provider"),
                        provider_status=deciding.get("provider_status"))
 
+    def takes_proof(self, target: ProcessingStatus) -> bool:
+        """A proof deciding ``target`` is a legal move from the current state."""
+        return _proof_path(self.state, target) is not None
+
     def record_proof(self, *, height: int, block_hash: str | None, merkle_root: str,
                      leaf_offset: int, bump: bytes, target: ProcessingStatus,
                      depth_tip: int | None = None) -> IllegalTransition | None:
