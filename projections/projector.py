@@ -59,6 +59,7 @@ class RowStore(Protocol):
     def append(self, table: str, row: Row) -> None: ...
     def add(self, table: str, key: tuple[Any, ...], deltas: dict[str, int]) -> None: ...
     def outputs_of_tx(self, txid: str) -> list[Row]: ...
+    def outputs_at(self, txid: str, vout: int) -> list[Row]: ...
     def actions_of_tx(self, txid: str) -> list[Row]: ...
     def maturing_coinbase(self, lo_exclusive: int, hi_inclusive: int) -> list[Row]: ...
 
@@ -285,14 +286,19 @@ def _action_created(store: RowStore, pos: int, e: Fields, at: str) -> None:
                                        "reference": e["reference"], "created_position": pos})
 
 
-def _spent_rows(store: RowStore, user: str, outpoints: Iterable[str]) -> list[Row]:
+def _spent_rows(store: RowStore, outpoints: Iterable[str]) -> list[Row]:
+    """Every user's output rows of these outpoints: an outpoint two users hold is two rows,
+    and its reservation, spend or quarantine shows on both (SPEC 4: any live spender)."""
     rows = []
     for text in outpoints:
         txid, vout = _outpoint(text)
-        row = store.get("outputs", (user, txid, vout))
-        if row is not None:
-            rows.append(row)
+        rows += store.outputs_at(txid, vout)
     return rows
+
+
+def _spends(row: Row, e: Fields) -> bool:
+    """The row's spender is this event's action."""
+    return bool(row["spender_user"] == e["user"] and row["spender_reference"] == e["reference"])
 
 
 def _inputs_reserved(store: RowStore, pos: int, e: Fields, at: str) -> None:
@@ -301,8 +307,8 @@ def _inputs_reserved(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action["satoshis_delta"] -= sum(int(i["satoshis"]) for i in e["inputs"])
     store.put("actions", action)
     tip = tip_height(store)
-    for row in _spent_rows(store, e["user"], (i["outpoint"] for i in e["inputs"])):
-        row["spender_reference"] = e["reference"]
+    for row in _spent_rows(store, (i["outpoint"] for i in e["inputs"])):
+        row["spender_user"], row["spender_reference"] = e["user"], e["reference"]
         _evidence(row, "spender", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
 
@@ -319,7 +325,7 @@ def _new_output_row(user: str, txid: str, out: dict[str, Any], tx: Row, pos: int
         "is_coinbase": bool(tx["is_coinbase"]),
         "matures_at_height": (matures_at_height(proof_height)
                               if tx["is_coinbase"] and proof_height is not None else None),
-        "preserved": None, "spender_reference": None,
+        "preserved": None, "spender_user": None, "spender_reference": None,
         "spender_txid": None, "quarantined": False, "category": "", "spendable": False,
         "evidence": {"created": pos}, "position": pos,
     }
@@ -333,10 +339,25 @@ def _add_outputs(store: RowStore, pos: int, user: str, txid: str,
     for out in outputs:
         vout = int(out["vout"])
         if store.get("outputs", (user, txid, vout)) is None:
-            _refresh(store, _new_output_row(user, txid, out, tx, pos), pos, tip, tx["state"])
+            row = _new_output_row(user, txid, out, tx, pos)
+            _inherit_spender(row, store.outputs_at(txid, vout))
+            _refresh(store, row, pos, tip, tx["state"])
             for tag in dict.fromkeys(out.get("tags", ())):
                 store.append("output_tags", {"user": user, "tag": tag, "txid": txid,
                                              "vout": vout})
+
+
+def _inherit_spender(row: Row, others: list[Row]) -> None:
+    """A user's new row of an outpoint other users already hold shows its spender too (the
+    other rows agree on it: every change of it goes to all of them)."""
+    for other in others:
+        if other["spender_reference"] is not None or other["quarantined"]:
+            for column in ("spender_user", "spender_reference", "spender_txid", "quarantined"):
+                row[column] = other[column]
+            for what in ("spender", "quarantine"):
+                if what in other["evidence"]:
+                    _evidence(row, what, other["evidence"][what])
+            return
 
 
 def _action_signed(store: RowStore, pos: int, e: Fields, at: str) -> None:
@@ -348,8 +369,8 @@ def _action_signed(store: RowStore, pos: int, e: Fields, at: str) -> None:
     store.put("actions", action)
     _add_outputs(store, pos, e["user"], e["txid"], own_outputs(action["outputs"]))
     tip = tip_height(store)
-    for row in _spent_rows(store, e["user"], action["inputs"]):
-        if row["spender_reference"] == e["reference"]:
+    for row in _spent_rows(store, action["inputs"]):
+        if _spends(row, e):
             row["spender_txid"] = e["txid"]
             _evidence(row, "spender", pos)
             _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
@@ -357,9 +378,9 @@ def _action_signed(store: RowStore, pos: int, e: Fields, at: str) -> None:
 
 def _release(store: RowStore, pos: int, e: Fields, outpoints: Iterable[str]) -> None:
     tip = tip_height(store)
-    for row in _spent_rows(store, e["user"], outpoints):
-        if row["spender_reference"] == e["reference"]:
-            row["spender_reference"] = row["spender_txid"] = None
+    for row in _spent_rows(store, outpoints):
+        if _spends(row, e):
+            row["spender_user"] = row["spender_reference"] = row["spender_txid"] = None
             row["quarantined"] = False
             _evidence(row, "spender", pos)
             _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
@@ -379,7 +400,7 @@ def _inputs_released(store: RowStore, pos: int, e: Fields, at: str) -> None:
 
 def _inputs_quarantined(store: RowStore, pos: int, e: Fields, at: str) -> None:
     tip = tip_height(store)
-    for row in _spent_rows(store, e["user"], e["outpoints"]):
+    for row in _spent_rows(store, e["outpoints"]):
         row["quarantined"] = True
         _evidence(row, "quarantine", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
@@ -389,8 +410,9 @@ def _inputs_retaken(store: RowStore, pos: int, e: Fields, at: str) -> None:
     action = _action_row(store, e, pos)
     store.put("actions", action)
     tip = tip_height(store)
-    for row in _spent_rows(store, e["user"], e["outpoints"]):
-        row["spender_reference"], row["spender_txid"] = e["reference"], action["txid"]
+    for row in _spent_rows(store, e["outpoints"]):
+        row["spender_user"], row["spender_reference"] = e["user"], e["reference"]
+        row["spender_txid"] = action["txid"]
         row["quarantined"] = False
         _evidence(row, "spender", pos)
         _refresh(store, row, pos, tip, _tx_state(store, row["txid"]))
@@ -631,12 +653,15 @@ class ReadPlan:
     """Rows that cannot exist yet: their stream starts in this batch."""
     new_txids: set[str] = field(default_factory=set)
     """Transactions created in this batch: no output or action row names them yet."""
+    outpoint_rows: set[tuple[str, int]] = field(default_factory=set)
+    """Outpoints whose output rows of every user are wanted (a spender shows on all of them)."""
 
-    def outpoints(self, user: str, outpoints: Iterable[str]) -> None:
-        """Output rows, and the rows of their transactions (whose state classifies them)."""
+    def outpoints(self, outpoints: Iterable[str]) -> None:
+        """Every user's output rows of these outpoints, and the rows of their transactions
+        (whose state classifies them)."""
         for text in outpoints:
             txid, vout = _outpoint(text)
-            self.keys["outputs"].add((user, txid, vout))
+            self.outpoint_rows.add((txid, vout))
             self.keys["transactions"].add((txid,))
 
 
@@ -679,16 +704,16 @@ def read_plan(items: Sequence[Recorded]) -> ReadPlan:
             if e["block_hash"] is not None:  # None: a chain tracker's proof (ADR 0008)
                 plan.keys["headers"].add((e["block_hash"],))
         elif topic == "ledger.action.InputsReserved":
-            plan.outpoints(e["user"], (i["outpoint"] for i in e["inputs"]))
+            plan.outpoints(i["outpoint"] for i in e["inputs"])
         elif topic == "ledger.action.ActionSigned":
-            plan.outpoints(e["user"], created_inputs.get(e["txid"], ()))
+            plan.outpoints(created_inputs.get(e["txid"], ()))
         elif topic == "ledger.action.ActionAborted":
-            plan.outpoints(e["user"], e["released"])
+            plan.outpoints(e["released"])
         elif topic in ("ledger.action.InputsReleased", "ledger.action.InputsQuarantined",
                        "ledger.action.InputsRetaken"):
-            plan.outpoints(e["user"], e["outpoints"])
+            plan.outpoints(e["outpoints"])
         elif topic == "ledger.action.OutputsInternalized":
-            plan.keys["outputs"].update((e["user"], e["txid"], int(o["vout"])) for o in e["outputs"])
+            plan.outpoint_rows.update((e["txid"], int(o["vout"])) for o in e["outputs"])
     return plan
 
 

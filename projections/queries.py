@@ -263,12 +263,13 @@ def explain_output(conn: Connection, user: str, txid: str, vout: int) -> Explana
                f"transaction {txid} is {tx.state} (since position {tx.state_position})"]
     if r["preserved"] is not None:
         reasons.append(f"spendable value preserved while {tx.state}: {r['preserved']}")
+    action = f"action {r['spender_reference']!r}"
+    if r["spender_user"] not in (None, r["user"]):  # an outpoint two users hold
+        action += f" of user {r['spender_user']!r}"
     if r["spender_txid"]:
-        reasons.append(f"spent by {r['spender_txid']} (action {r['spender_reference']!r}, "
-                       f"position {ev.get('spender')})")
+        reasons.append(f"spent by {r['spender_txid']} ({action}, position {ev.get('spender')})")
     elif r["spender_reference"]:
-        reasons.append(f"reserved by action {r['spender_reference']!r} "
-                       f"(position {ev.get('spender')})")
+        reasons.append(f"reserved by {action} (position {ev.get('spender')})")
     else:
         reasons.append("no live spender")
     if r["quarantined"]:

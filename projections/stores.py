@@ -57,6 +57,7 @@ class MemoryRowStore:
         self.tables: dict[str, dict[Key, Row]] = defaultdict(dict)
         self.appended: dict[str, list[Row]] = defaultdict(list)
         self._outputs_by_txid: dict[str, set[Key]] = defaultdict(set)
+        self._outputs_by_outpoint: dict[tuple[str, int], set[Key]] = defaultdict(set)
         self._actions_by_txid: dict[str, set[Key]] = defaultdict(set)
         self._coinbase: set[Key] = set()
 
@@ -68,6 +69,7 @@ class MemoryRowStore:
         self.tables[table][key] = row
         if table == "outputs":
             self._outputs_by_txid[row["txid"]].add(key)
+            self._outputs_by_outpoint[(row["txid"], row["vout"])].add(key)
             if row["is_coinbase"]:
                 self._coinbase.add(key)
         elif table == "actions" and row["txid"] is not None:
@@ -88,6 +90,10 @@ class MemoryRowStore:
     def outputs_of_tx(self, txid: str) -> list[Row]:
         rows = self.tables["outputs"]
         return [rows[k] for k in sorted(self._outputs_by_txid.get(txid, ()))]
+
+    def outputs_at(self, txid: str, vout: int) -> list[Row]:
+        rows = self.tables["outputs"]
+        return [rows[k] for k in sorted(self._outputs_by_outpoint.get((txid, vout), ()))]
 
     def actions_of_tx(self, txid: str) -> list[Row]:
         rows = self.tables["actions"]
@@ -364,6 +370,8 @@ class SqlRowStore:
         """Keys looked up and found missing before this batch put them: inserted, not upserted."""
         self._by_txid: dict[str, dict[str, set[Key]]] = {t: defaultdict(set) for t in _BY_TXID}
         self._loaded_txids: dict[str, set[str]] = {t: set() for t in _BY_TXID}
+        self._loaded_outpoints: set[tuple[str, int]] = set()
+        """Outpoints whose output rows (every user's) are all cached."""
 
     def rebind(self, cursor: Any) -> None:
         """Serve the next transaction: this store's rows are still what the database holds
@@ -408,8 +416,9 @@ class SqlRowStore:
         cache = self._cache[table]
         if key in cache:
             return cache[key]
-        if table == "outputs" and key[1] in self._loaded_txids["outputs"]:
-            return None  # every output row of that transaction is loaded
+        if table == "outputs" and (key[1] in self._loaded_txids["outputs"]
+                                   or (key[1], key[2]) in self._loaded_outpoints):
+            return None  # every output row of that transaction (or outpoint) is loaded
         found = self._fetch(table, self._sql.select(table, PRIMARY_KEYS[table]), key)
         if not found:
             cache[key] = None
@@ -428,6 +437,14 @@ class SqlRowStore:
                 self._cache[table].setdefault(key, None)
         for table in _BY_TXID:
             self._loaded_txids[table].update(plan.new_txids)
+        unread = sorted(op for op in plan.outpoint_rows - self._loaded_outpoints
+                        if op[0] not in self._loaded_txids["outputs"])
+        for start in range(0, len(unread), PREFETCH_CHUNK_KEYS):
+            ops = unread[start:start + PREFETCH_CHUNK_KEYS]
+            queries.append(("outputs", self._sql.select_keys("outputs", ("txid", "vout"),
+                                                             len(ops)),
+                            tuple(v for op in ops for v in op), []))
+        self._loaded_outpoints.update(unread)
         for table, keys in plan.keys.items():
             wanted = sorted((k for k in keys if k not in self._cache[table]), key=repr)
             pk = PRIMARY_KEYS[table]
@@ -482,6 +499,16 @@ class SqlRowStore:
 
     def outputs_of_tx(self, txid: str) -> list[Row]:
         return self._of_tx("outputs", txid)
+
+    def outputs_at(self, txid: str, vout: int) -> list[Row]:
+        """Every user's output row of one outpoint, as this transaction sees them."""
+        outpoint = (txid, vout)
+        if outpoint not in self._loaded_outpoints and txid not in self._loaded_txids["outputs"]:
+            self._fetch("outputs", self._sql.select("outputs", ("txid", "vout")), outpoint)
+            self._loaded_outpoints.add(outpoint)
+        cache = self._cache["outputs"]
+        keys = sorted(k for k in self._by_txid["outputs"].get(txid, ()) if k[2] == vout)
+        return [row for k in keys if (row := cache.get(k)) is not None]
 
     def actions_of_tx(self, txid: str) -> list[Row]:
         return self._of_tx("actions", txid)

@@ -89,6 +89,7 @@ class Output:
     custom_instructions: str | None
     script_known: bool
     created_position: int
+    spender_user: str | None = None
     spender_reference: str | None = None
     spender_txid: str | None = None
     spender_position: int | None = None
@@ -228,18 +229,18 @@ class Fold:
         for item in e.inputs:
             action.inputs.append(item["outpoint"])
             action.delta -= int(item["satoshis"])
-            out = self._row(e.user, item["outpoint"])
-            if out is not None:
-                out.spender_reference, out.spender_position = e.reference, pos
+            for out in self._holders(item["outpoint"]):
+                out.spender_user, out.spender_reference = e.user, e.reference
+                out.spender_position = pos
 
     def _on_ActionSigned(self, pos: int, e: Any) -> None:
         action = self.actions[(e.user, e.reference)]
         action.txid = e.txid
         self._add_outputs(e.user, e.txid, [o for o in action.declared if o.get("basket")], pos)
         for text in action.inputs:
-            out = self._row(e.user, text)
-            if out is not None and out.spender_reference == e.reference:
-                out.spender_txid, out.spender_position = e.txid, pos
+            for out in self._holders(text):
+                if (out.spender_user, out.spender_reference) == (e.user, e.reference):
+                    out.spender_txid, out.spender_position = e.txid, pos
 
     def _on_OutputsInternalized(self, pos: int, e: Any) -> None:
         action = self.actions[(e.user, e.reference)]
@@ -249,10 +250,10 @@ class Fold:
 
     def _release(self, user: str, reference: str, outpoints: Iterable[str], pos: int) -> None:
         for text in outpoints:
-            out = self._row(user, text)
-            if out is not None and out.spender_reference == reference:
-                out.spender_reference = out.spender_txid = None
-                out.quarantined, out.spender_position = False, pos
+            for out in self._holders(text):
+                if (out.spender_user, out.spender_reference) == (user, reference):
+                    out.spender_user = out.spender_reference = out.spender_txid = None
+                    out.quarantined, out.spender_position = False, pos
 
     def _on_ActionAborted(self, pos: int, e: Any) -> None:
         self.actions[(e.user, e.reference)].aborted = True
@@ -263,16 +264,15 @@ class Fold:
 
     def _on_InputsQuarantined(self, pos: int, e: Any) -> None:
         for text in e.outpoints:
-            out = self._row(e.user, text)
-            if out is not None and out.spender_reference == e.reference:
-                out.quarantined, out.quarantine_position = True, pos
+            for out in self._holders(text):
+                if (out.spender_user, out.spender_reference) == (e.user, e.reference):
+                    out.quarantined, out.quarantine_position = True, pos
 
     def _on_InputsRetaken(self, pos: int, e: Any) -> None:
         txid = self.actions[(e.user, e.reference)].txid
         for text in e.outpoints:
-            out = self._row(e.user, text)
-            if out is not None:
-                out.spender_reference, out.spender_txid = e.reference, txid
+            for out in self._holders(text):
+                out.spender_user, out.spender_reference, out.spender_txid = e.user, e.reference, txid
                 out.quarantined, out.spender_position = False, pos
 
     def _on_LabelsAdded(self, pos: int, e: Any) -> None:
@@ -293,6 +293,12 @@ class Fold:
         txid, _, vout = outpoint.partition(":")
         return self.outputs.get((user, txid, int(vout)))
 
+    def _holders(self, outpoint: str) -> list[Output]:
+        """Every user's row of an outpoint: a spender shows on all of them (SPEC §4: any
+        live spender)."""
+        txid, _, vout = outpoint.partition(":")
+        return [o for o in self.outputs.values() if (o.txid, o.vout) == (txid, int(vout))]
+
     def _outputs_of(self, txid: str) -> list[Output]:
         return [o for o in self.outputs.values() if o.txid == txid]
 
@@ -301,12 +307,21 @@ class Fold:
         for o in outputs:
             key = (user, txid, int(o["vout"]))
             if key not in self.outputs:
-                self.outputs[key] = Output(
+                others = self._holders(f"{txid}:{int(o['vout'])}")
+                row = self.outputs[key] = Output(
                     user=user, txid=txid, vout=int(o["vout"]), satoshis=int(o["satoshis"]),
                     basket=o["basket"], tags=list(o.get("tags") or []),
                     change=bool(o.get("change", False)),
                     custom_instructions=o.get("custom_instructions"),
                     script_known=o.get("locking_script") is not None, created_position=pos)
+                for other in others:  # a later holder sees the spender the others see
+                    if other.spender_reference is not None or other.quarantined:
+                        row.spender_user, row.spender_reference = (other.spender_user,
+                                                                   other.spender_reference)
+                        row.spender_txid, row.quarantined = other.spender_txid, other.quarantined
+                        row.spender_position = other.spender_position
+                        row.quarantine_position = other.quarantine_position
+                        break
 
     # -- queries ---------------------------------------------------------------------------
 

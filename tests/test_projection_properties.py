@@ -122,6 +122,8 @@ class ProjectionMachine(RuleBasedStateMachine):
         self.own: list[str] = []
         """Transactions our users signed (the ones operators and broadcasts mostly act on)."""
         self.coinbases: set[str] = set()
+        self.received: list[str] = []
+        """Third-party payments, which another user may take outputs of too (a shared output)."""
         self.drafts: dict[tuple[str, str], bytes] = {}
         self.outgoing: list[tuple[str, str]] = []
         self.counter = 0
@@ -203,6 +205,7 @@ class ProjectionMachine(RuleBasedStateMachine):
         if kind == "payment":
             funds = self.world.fund(user, amounts, basket=basket, labels=[label] if label else [])
             self.txids.append(funds[0].txid)
+            self.received.append(funds[0].txid)
             return
         raw = chainkit.make_coinbase(self.world.tip_height + 1,
                                      [(amounts[0] * 10_000, self.world.script())])
@@ -214,6 +217,21 @@ class ProjectionMachine(RuleBasedStateMachine):
         assert self.led.get_transaction(txid).is_coinbase
         self.txids.append(txid)
         self.coinbases.add(txid)
+
+    @precondition(lambda self: self.received)
+    @rule(user=st.sampled_from(USERS), pick=picks, basket=st.sampled_from(BASKETS))
+    def share(self, user: str, pick: int, basket: str) -> None:
+        """Another user takes output 0 of a payment someone received: an outpoint two users
+        hold, whose spender (reservation, spend, quarantine) shows on both rows."""
+        txid = self._pick(pick, pool=self.received)
+        bump = next((b.bumps[txid] for b in self.world.chain if txid in b.bumps), None)
+        raw = self.led.get_transaction(txid).raw_tx
+        if bump is None or raw is None or self.led.get_transaction(txid).state not in (
+                S.UNCONFIRMED, S.CONFIRMED):
+            return  # its block was reorged away: nothing to prove it with
+        self.led.internalize_action(
+            user, beef=chainkit.make_beef("V1", raw, bump=bump), description="shared",
+            outputs=[InternalizeOutput(vout=0, basket=basket)])
 
     def _pay(self, user: str, pick: int, two: bool, share: int, basket: str, tags: list[str],
              labels: list[str], how: str, results: list[str], payee: str | None) -> None:

@@ -15,6 +15,7 @@ from ledger import (
     InvalidTransaction,
     Ledger,
     NewOutput,
+    Outpoint,
     PreconditionFailed,
     ProcessingStatus,
     ProviderResult,
@@ -149,4 +150,71 @@ def test_a_double_spent_transaction_keeps_its_state_when_a_beef_proves_it(
                            outputs=[InternalizeOutput(vout=1)], description="x")
     assert led.get_transaction(txid).state == S.DOUBLE_SPEND
     assert led.list_actions("carol").total == 1
+    assert led.verify_projections().ok
+
+
+def _shared_coin(led: Ledger, world: World, users: tuple[str, ...]) -> tuple[bytes, str]:
+    world.mine_empty(2)
+    raw = world.external_payment([10_000, 1_000])
+    txid = chainkit.txid_of(raw)
+    block = world.mine([txid])
+    beef = chainkit.make_beef("V1", raw, bump=block.bumps[txid])
+    for user in users:
+        led.internalize_action(user, beef=beef, outputs=[InternalizeOutput(vout=0)],
+                               description="a payment to the household")
+    return beef, txid
+
+
+def _category(led: Ledger, user: str, op: Outpoint) -> str:
+    return str(led.explain_output(user, op).category)
+
+
+def test_an_output_two_users_hold_shows_the_other_users_spend(led: Ledger, world: World) -> None:
+    """Alice and bob both hold an output. Alice spends it: bob's row must not stay spendable
+    (his balance overstated, his wallet offering a spent coin); when alice's spend is aborted,
+    it is spendable for both again."""
+    _, txid = _shared_coin(led, world, ("alice", "bob"))
+    coin = Outpoint(txid=txid, vout=0)
+    world.spend("alice", "first", [coin], [(9_000, world.script())])
+    assert [_category(led, u, coin) for u in ("alice", "bob")] == ["reserved", "reserved"]
+    assert "of user 'alice'" in " ".join(led.explain_output("bob", coin).reasons)
+    assert led.balance("bob").spendable == 0 and led.balance("bob").reserved == 10_000
+    led.abort_action("alice", "first", reason="wrong amount")
+    assert [_category(led, u, coin) for u in ("alice", "bob")] == ["spendable", "spendable"]
+    raw, _ = world.spend("alice", "pay", [coin], [(9_000, world.script())])
+    txid2 = led.sign_action("alice", "pay", raw_tx=raw).txid
+    led.record_broadcast(txid2, [ProviderResult(provider="arc", status="success")])
+    world.prove([txid2])
+    world.mine()
+    assert [_category(led, u, coin) for u in ("alice", "bob")] == ["spent", "spent"]
+    assert led.balance("bob").spendable == 0
+    assert led.verify_projections().ok
+    before = [led.list_outputs(u, spendable=None).items for u in ("alice", "bob")]
+    led.rebuild_projections()
+    assert [led.list_outputs(u, spendable=None).items for u in ("alice", "bob")] == before
+
+
+def test_a_user_who_takes_an_output_after_another_reserved_it_sees_the_reservation(
+        led: Ledger, world: World) -> None:
+    beef, txid = _shared_coin(led, world, ("alice",))
+    coin = Outpoint(txid=txid, vout=0)
+    world.spend("alice", "pay", [coin], [(9_000, world.script())])
+    led.internalize_action("carol", beef=beef, outputs=[InternalizeOutput(vout=0)],
+                           description="the same payment, seen by carol")
+    assert _category(led, "carol", coin) == "reserved"
+    led.abort_action("alice", "pay", reason="not needed")
+    assert _category(led, "carol", coin) == "spendable"
+    assert led.verify_projections().ok
+
+
+def test_a_double_spent_shared_output_is_quarantined_for_every_holder(
+        led: Ledger, world: World) -> None:
+    _, txid = _shared_coin(led, world, ("alice", "bob"))
+    coin = Outpoint(txid=txid, vout=0)
+    raw, _ = world.spend("alice", "pay", [coin], [(9_000, world.script())])
+    spender = led.sign_action("alice", "pay", raw_tx=raw).txid
+    led.record_broadcast(spender, [ProviderResult(provider="arc", status="double_spend")])
+    assert [_category(led, u, coin) for u in ("alice", "bob")] == ["quarantined"] * 2
+    led.confirm_unspent([coin], reason="utxo check: unspent")
+    assert [_category(led, u, coin) for u in ("alice", "bob")] == ["spendable"] * 2
     assert led.verify_projections().ok
