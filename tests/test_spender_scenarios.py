@@ -86,16 +86,22 @@ def test_a_double_spend_after_release_leaves_an_input_another_action_took(
     assert led.verify_projections().ok
 
 
-def test_a_proof_in_a_beef_for_a_known_transaction_is_checked_and_recorded(
-        led: Ledger, world: World) -> None:
-    """Bob received a payment while it was unproven; carol is paid by the same transaction
-    once it is mined, and her BEEF carries the proof."""
+def _received_unproven(led: Ledger, world: World) -> tuple[bytes, str]:
+    """Bob takes output 0 of a payment the network has seen but no block holds yet."""
     world.mine_empty(2)
     raw = world.external_payment([5_000, 6_000])
     txid = chainkit.txid_of(raw)
     led.internalize_action("bob", beef=chainkit.make_beef("V1", raw),
                            outputs=[InternalizeOutput(vout=0)], description="x",
                            broadcasters=[Arc()])
+    return raw, txid
+
+
+def test_a_proof_in_a_beef_for_a_known_transaction_is_checked_and_recorded(
+        led: Ledger, world: World) -> None:
+    """Bob received a payment while it was unproven; carol is paid by the same transaction
+    once it is mined, and her BEEF carries the proof."""
+    raw, txid = _received_unproven(led, world)
     assert led.get_transaction(txid).state == S.SEEN
     block = world.mine([txid])
     _, bogus = chainkit.make_block([txid, "11" * 32], height=block.height)
@@ -134,12 +140,7 @@ def test_a_double_spent_transaction_keeps_its_state_when_a_beef_proves_it(
         led: Ledger, world: World) -> None:
     """``doubleSpend`` takes no proof (the FSM table): a BEEF proving the transaction is still
     checked, and bob's receipt recorded, but the state is the network's verdict and stays."""
-    world.mine_empty(2)
-    raw = world.external_payment([5_000, 6_000])
-    txid = chainkit.txid_of(raw)
-    led.internalize_action("bob", beef=chainkit.make_beef("V1", raw),
-                           outputs=[InternalizeOutput(vout=0)], description="x",
-                           broadcasters=[Arc()])
+    raw, txid = _received_unproven(led, world)
     led.transition(txid, "doubleSpend", reason="a conflicting transaction was mined")
     block = world.mine([txid])
     _, bogus = chainkit.make_block([txid, "11" * 32], height=block.height)
