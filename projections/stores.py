@@ -66,12 +66,15 @@ class MemoryRowStore:
 
     def put(self, table: str, row: Row) -> None:
         key = row_key(table, row)
-        self.tables[table][key] = row
+        rows = self.tables[table]
+        new = key not in rows
+        rows[key] = row
         if table == "outputs":
-            self._outputs_by_txid[row["txid"]].add(key)
-            self._outputs_by_outpoint[(row["txid"], row["vout"])].add(key)
-            if row["is_coinbase"]:
-                self._coinbase.add(key)
+            if new:  # an output row's txid, vout and coinbase flag never change
+                self._outputs_by_txid[row["txid"]].add(key)
+                self._outputs_by_outpoint[(row["txid"], row["vout"])].add(key)
+                if row["is_coinbase"]:
+                    self._coinbase.add(key)
         elif table == "actions" and row["txid"] is not None:
             self._actions_by_txid[row["txid"]].add(key)
 
