@@ -1051,7 +1051,7 @@ def broadcast_sequentially(broadcasters: Sequence[Broadcaster], beef: bytes,
     if len(broadcasters) > MAX_BROADCASTERS:
         raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
     results: list[ProviderResult] = []
-    for broadcaster in check_broadcasters(broadcasters):
+    for broadcaster in broadcasters:  # checked by the caller before anything was stored
         name = _provider_name(broadcaster)
         try:
             result = broadcaster.broadcast(beef, txid)
