@@ -50,7 +50,7 @@ class StoreLog:
             cursor.execute(f'LOCK TABLE "{schema}"."{table}" IN EXCLUSIVE MODE')
 
 
-KNOWN_HEADERS_CHUNK = 500
+IN_LIST_KEYS = 500
 """Keys per ``IN`` list of a lookup (under SQLite's 999-parameter limit)."""
 
 
@@ -113,8 +113,8 @@ class SqlReadModel:
         wanted = set(outpoints)
         txids = sorted({op.split(":", 1)[0] for op in wanted})
         found: dict[str, str] = {}
-        for start in range(0, len(txids), KNOWN_HEADERS_CHUNK):
-            chunk = txids[start:start + KNOWN_HEADERS_CHUNK]
+        for start in range(0, len(txids), IN_LIST_KEYS):
+            chunk = txids[start:start + IN_LIST_KEYS]
             statement = ('SELECT "txid", "vout", "user" FROM "outputs" WHERE "txid" IN '
                          f'({", ".join([self._ph] * len(chunk))}) ORDER BY "user"')
             for txid, vout, user in self._query(statement, tuple(chunk)):
@@ -126,8 +126,8 @@ class SqlReadModel:
     def known_headers(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         wanted = list(dict.fromkeys(hashes))
-        for start in range(0, len(wanted), KNOWN_HEADERS_CHUNK):
-            chunk = wanted[start:start + KNOWN_HEADERS_CHUNK]
+        for start in range(0, len(wanted), IN_LIST_KEYS):
+            chunk = wanted[start:start + IN_LIST_KEYS]
             statement = ('SELECT "hash", "height", "prev_hash", "merkle_root" FROM "headers" '
                          f'WHERE "hash" IN ({", ".join([self._ph] * len(chunk))})')
             for hash_, height, prev, root in self._query(statement, tuple(chunk)):
