@@ -375,6 +375,7 @@ class SqlRowStore:
         self._loaded_txids: dict[str, set[str]] = {t: set() for t in _BY_TXID}
         self._loaded_outpoints: set[tuple[str, int]] = set()
         """Outpoints whose output rows (every user's) are all cached."""
+        self._by_outpoint: dict[tuple[str, int], set[Key]] = defaultdict(set)
 
     def rebind(self, cursor: Any) -> None:
         """Serve the next transaction: this store's rows are still what the database holds
@@ -407,9 +408,15 @@ class SqlRowStore:
             return cached  # this batch may have changed it already: the cached row wins
         self._cache[table][key] = row
         self._stored[table][key] = row.snapshot
-        if table in self._by_txid and row.get("txid") is not None:
-            self._by_txid[table][row["txid"]].add(key)
+        self._index(table, key, row)
         return row
+
+    def _index(self, table: str, key: Key, row: Row) -> None:
+        """Cached rows by transaction (outputs, actions) and by outpoint (outputs)."""
+        if table in self._by_txid and row.get("txid") is not None:
+            self._by_txid[table][row["txid"]].add(key)  # an action's txid appears on signing
+        if table == "outputs":
+            self._by_outpoint[(key[1], key[2])].add(key)
 
     def _fetch(self, table: str, statement: str, params: Sequence[Any]) -> list[Row]:
         self._cur.execute(statement, tuple(params))
@@ -510,8 +517,8 @@ class SqlRowStore:
             self._fetch("outputs", self._sql.select("outputs", ("txid", "vout")), outpoint)
             self._loaded_outpoints.add(outpoint)
         cache = self._cache["outputs"]
-        keys = sorted(k for k in self._by_txid["outputs"].get(txid, ()) if k[2] == vout)
-        return [row for k in keys if (row := cache.get(k)) is not None]
+        return [row for k in sorted(self._by_outpoint.get(outpoint, ()))
+                if (row := cache.get(k)) is not None]
 
     def actions_of_tx(self, txid: str) -> list[Row]:
         return self._of_tx("actions", txid)
@@ -556,8 +563,7 @@ class SqlRowStore:
         if key in cache and cache[key] is None:
             self._absent[table].add(key)
         cache[key] = row
-        if table in self._by_txid and row.get("txid") is not None:
-            self._by_txid[table][row["txid"]].add(key)  # an action's txid appears on signing
+        self._index(table, key, row)
         self._dirty[table].add(key)
 
     def append(self, table: str, row: Row) -> None:
