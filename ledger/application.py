@@ -30,7 +30,6 @@ from ledger.action import ActionAggregate
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS, ChainAggregate
 from ledger.errors import (
     BroadcastFailed,
-    ChainDiscontinuity,
     ConcurrencyConflict,
     InvalidInput,
     InvalidProof,
@@ -840,12 +839,14 @@ class LedgerApplication(Application[UUID]):
             return self._apply_headers(headers)
 
     def _apply_headers(self, headers: list[dict[str, Any]]) -> ChainChange:
+        seen = self.read_model.known_headers([str(h["hash"]) for h in headers])
+
         def command(attempt: int) -> ChainChange:
             chain = self._load(chain_id(), ChainAggregate) or ChainAggregate.start()
-            plan = chain.plan(headers, max_reorg_depth_blocks=self.settings.max_reorg_depth_blocks)
+            plan = chain.plan(headers, max_reorg_depth_blocks=self.settings.max_reorg_depth_blocks,
+                              seen=seen)
             if not plan.connect and not plan.disconnect:
                 return ChainChange([], [], [])
-            self._check_reused_hashes(plan.connect)
             chain.execute(plan)
             tip = chain.tip
             assert tip is not None
@@ -857,20 +858,6 @@ class LedgerApplication(Application[UUID]):
                                list(dict.fromkeys(affected)))
 
         return self.retrying(command)
-
-    def _check_reused_hashes(self, connect: Sequence[dict[str, Any]]) -> None:
-        """Below the chain stream's window too, a hash names one block: a header that reuses
-        the hash of an older block is refused (a block the chain saw before may come back, at
-        the same height with the same parent and root)."""
-        known = self.read_model.known_headers([str(h["hash"]) for h in connect])
-        for header in connect:
-            seen = known.get(str(header["hash"]))
-            if seen is not None and any(seen[k] != header[k]
-                                        for k in ("height", "prev_hash", "merkle_root")):
-                raise ChainDiscontinuity(
-                    f"header at height {header['height']} has the hash {header['hash']} of "
-                    f"the block seen at height {seen['height']}; a block hash names one block "
-                    "(check the header source)")
 
     def _fetch_txs(self, txids: Sequence[str], into: dict[str, TransactionAggregate]) -> None:
         missing = []

@@ -10,7 +10,7 @@ disconnected block is a ``BlockDisconnected`` event.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,13 +100,15 @@ class ChainAggregate(Aggregate):
         i = self._index_of(height)
         return self.active[i] if i is not None else None
 
-    def plan(self, headers: Sequence[dict[str, Any]], *, max_reorg_depth_blocks: int) -> ChainPlan:
-        """Decide what ``headers`` do to the chain, changing nothing."""
+    def plan(self, headers: Sequence[dict[str, Any]], *, max_reorg_depth_blocks: int,
+             seen: Mapping[str, dict[str, Any]] | None = None) -> ChainPlan:
+        """Decide what ``headers`` do to the chain, changing nothing. ``seen``: headers the
+        ledger connected before (active or not, below this stream's window too), by hash."""
         _check_linked(headers)
         new = _skip_known(self, list(headers))
         if not new:
             return ChainPlan((), ())
-        _check_unique_hashes(self, new)
+        _check_unique_hashes(self, new, seen or {})
         tip = self.tip
         first = new[0]
         if tip is None:
@@ -161,22 +163,30 @@ def _check_linked(headers: Sequence[dict[str, Any]]) -> None:
                 f"follow {prev['hash']} at {prev['height']}")
 
 
-def _check_unique_hashes(chain: ChainAggregate, new: Sequence[dict[str, Any]]) -> None:
-    """A block hash names one block: a new header may not reuse the hash of an active block (a
+def _check_unique_hashes(chain: ChainAggregate, new: Sequence[dict[str, Any]],
+                         seen: Mapping[str, dict[str, Any]]) -> None:
+    """A block hash names one block. A new header may not reuse the hash of an active block (a
     later reorg would disconnect that hash, and with it the proofs anchored in the real block),
-    of its own parent, or of another header of the same call."""
+    of its own parent, or of another header of the same call; a block seen before may come back
+    only as it was (the same height, parent and root)."""
     active = {str(h["hash"]): int(h["height"]) for h in chain.active}
     named: set[str] = set()
     for header in new:
         block = str(header["hash"])
         if block in named or block == header["prev_hash"]:
             raise ChainDiscontinuity(f"the headers name block {block} twice")
+        before = seen.get(block)
         if block in active:
-            raise ChainDiscontinuity(
-                f"header at height {header['height']} has the hash {block} of the active "
-                f"block at height {active[block]}; a block hash names one block (check the "
-                "header source)")
-        named.add(block)
+            height = active[block]
+        elif before is not None and any(before[k] != header[k]
+                                        for k in ("height", "prev_hash", "merkle_root")):
+            height = int(before["height"])
+        else:
+            named.add(block)
+            continue
+        raise ChainDiscontinuity(
+            f"header at height {header['height']} has the hash {block} of the block seen at "
+            f"height {height}; a block hash names one block (check the header source)")
 
 
 def _skip_known(chain: ChainAggregate, headers: list[dict[str, Any]]) -> list[dict[str, Any]]:

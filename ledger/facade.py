@@ -33,7 +33,7 @@ from ledger.application import (
     Settings,
     check_broadcasters,
 )
-from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS
+from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS, MAX_HEADERS_PER_CALL
 from ledger.errors import (
     ConcurrencyConflict,
     InvalidInput,
@@ -518,9 +518,8 @@ class Ledger(LedgerView):
     @_storage_errors
     def apply_headers(self, headers: Sequence[BlockHeader | dict[str, Any]]) -> ChainUpdate:
         """Extend the chain, or reorganise it at a known fork point."""
-        if isinstance(headers, str | bytes) or not isinstance(headers, Sequence):
-            raise InvalidInput("headers must be a list of BlockHeader")
-        parsed = [coerce(BlockHeader, h, "header").model_dump() for h in headers]
+        parsed = [coerce(BlockHeader, h, "header").model_dump()
+                  for h in _items("headers", headers, MAX_HEADERS_PER_CALL)]
         change = self._app.apply_headers(parsed)
         return ChainUpdate(connected=[BlockHeader(**h) for h in change.connected],
                            disconnected=[BlockHeader(**h) for h in change.disconnected],
