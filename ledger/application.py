@@ -897,6 +897,7 @@ class LedgerApplication(Application[UUID]):
     def internalize_action(self, *, user: str, beef: bytes, outputs: list[InternalizeOutput],
                            description: str, labels: list[str], reference: str | None,
                            broadcasters: Sequence[Broadcaster]) -> ActionView:
+        check_broadcasters(broadcasters)  # even when the BEEF's proof makes them unneeded
         parsed = self.codec.parse_beef(beef)
         subject = parsed.subject
         reference = reference or subject.txid
@@ -1035,8 +1036,6 @@ def broadcast_sequentially(broadcasters: Sequence[Broadcaster], beef: bytes,
     ``service_error`` results."""
     if not broadcasters:
         raise BroadcastFailed(f"transaction {txid} has no proof and no broadcaster was given")
-    if len(broadcasters) > MAX_BROADCASTERS:
-        raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
     results: list[ProviderResult] = []
     for broadcaster in broadcasters:  # checked by the caller before anything was stored
         name = _provider_name(broadcaster)
@@ -1054,18 +1053,17 @@ def broadcast_sequentially(broadcasters: Sequence[Broadcaster], beef: bytes,
     return results
 
 
-def check_broadcasters(broadcasters: Sequence[Any]) -> list[Broadcaster]:
+def check_broadcasters(broadcasters: Sequence[Any]) -> None:
     """Broadcasters as the ledger will call them: each with a ``broadcast(beef, txid)`` method
     and a ``name`` fit to record as the provider of its answers (default: its class name).
     Checked before anything is stored, so a bad one never leaves a half-done broadcast."""
-    checked: list[Broadcaster] = []
+    if len(broadcasters) > MAX_BROADCASTERS:
+        raise InvalidInput(f"at most {MAX_BROADCASTERS} broadcasters")
     for i, broadcaster in enumerate(broadcasters):
         if not callable(getattr(broadcaster, "broadcast", None)):
             raise InvalidInput(f"broadcasters[{i}] ({type(broadcaster).__name__}) has no "
                                "broadcast(beef, txid) method")
         check_name(f"broadcasters[{i}].name", _provider_name(broadcaster))
-        checked.append(broadcaster)
-    return checked
 
 
 def _provider_name(broadcaster: Any) -> Any:

@@ -31,7 +31,6 @@ from ledger.application import (
     Broadcaster,
     LedgerApplication,
     Settings,
-    check_broadcasters,
 )
 from ledger.chain import DEFAULT_MAX_REORG_DEPTH_BLOCKS, MAX_HEADERS_PER_CALL
 from ledger.errors import (
@@ -446,7 +445,7 @@ class Ledger(LedgerView):
         user = check_name("user", user)
         description = check_text("description", description)
         ref = None if reference is None else check_name("reference", reference)
-        providers = check_broadcasters(_items("broadcasters", broadcasters, MAX_BROADCASTERS))
+        providers = _items("broadcasters", broadcasters, MAX_BROADCASTERS)
         outs = [coerce(InternalizeOutput, o, "output")
                 for o in _items("outputs", outputs, MAX_OUTPUTS)]
         return self._app.internalize_action(
@@ -484,9 +483,7 @@ class Ledger(LedgerView):
     def broadcast(self, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
         """Hand the transaction to providers one after another; records every answer."""
         txid = check_txid(txid)
-        providers = check_broadcasters(_items("broadcasters", broadcasters, MAX_BROADCASTERS))
-        if not providers:
-            raise InvalidInput("broadcast needs at least one broadcaster")
+        providers = _items("broadcasters", broadcasters, MAX_BROADCASTERS)
         return self._app.broadcast(txid=txid, broadcasters=providers)
 
     @_storage_errors
