@@ -60,6 +60,7 @@ from ledger.values import (
     Outpoint,
     ProviderResult,
     check_details,
+    check_list,
     check_name,
     check_names,
     check_text,
@@ -138,16 +139,6 @@ def _page(limit: Any, offset: Any) -> tuple[int, int]:
             not 0 <= offset <= MAX_PAGE_OFFSET:
         raise InvalidInput(f"offset must be a whole number from 0 to {MAX_PAGE_OFFSET}")
     return limit, offset
-
-
-def _items(what: str, value: Any, max_items: int) -> list[Any]:
-    """A list argument (a list or tuple); a string, a dict, None or a generator is refused
-    rather than taken apart."""
-    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
-        raise InvalidInput(f"{what} must be a list, got {type(value).__name__}")
-    if len(value) > max_items:
-        raise InvalidInput(f"{what}: at most {max_items} entries, got {len(value)}")
-    return list(value)
 
 
 def _flag(what: str, value: Any) -> bool:
@@ -239,7 +230,7 @@ class LedgerView:
         wanted = check_names("labels", labels)
         if label_mode not in ("any", "all"):
             raise InvalidInput("label_mode must be 'any' or 'all'")
-        statuses = _items("statuses", statuses, len(ACTION_STATUSES))
+        statuses = check_list("statuses", statuses, len(ACTION_STATUSES))
         bad = [s for s in statuses if not isinstance(s, str) or s not in ACTION_STATUSES]
         if bad:
             raise InvalidInput(f"unknown action status {bad[0]!r:.80}; valid: "
@@ -397,7 +388,7 @@ class Ledger(LedgerView):
         """Create a draft action and reserve its inputs atomically."""
         user, reference = check_name("user", user), check_name("reference", reference)
         description = check_text("description", description)
-        outs = [coerce(NewOutput, o, "output") for o in _items("outputs", outputs, MAX_OUTPUTS)]
+        outs = [coerce(NewOutput, o, "output") for o in check_list("outputs", outputs, MAX_OUTPUTS)]
         if not outs:
             raise InvalidInput("outputs: a transaction has at least one output; declare it")
         if len({o.vout for o in outs}) != len(outs):
@@ -410,7 +401,7 @@ class Ledger(LedgerView):
             raise InvalidInput(f"the declared outputs pay more than {MAX_SATOSHIS} satoshis, "
                                "every satoshi there will ever be")
         ins = [Outpoint.parse(i) if isinstance(i, str) else coerce(Outpoint, i, "input")
-               for i in _items("inputs", inputs, MAX_INPUTS)]
+               for i in check_list("inputs", inputs, MAX_INPUTS)]
         key = None if idempotency_key is None else check_name("idempotency_key", idempotency_key)
         return self._app.create_action(
             user=user, reference=reference, description=description, outputs=outs, inputs=ins,
@@ -445,9 +436,9 @@ class Ledger(LedgerView):
         user = check_name("user", user)
         description = check_text("description", description)
         ref = None if reference is None else check_name("reference", reference)
-        providers = _items("broadcasters", broadcasters, MAX_BROADCASTERS)
+        providers = check_list("broadcasters", broadcasters, MAX_BROADCASTERS)
         outs = [coerce(InternalizeOutput, o, "output")
-                for o in _items("outputs", outputs, MAX_OUTPUTS)]
+                for o in check_list("outputs", outputs, MAX_OUTPUTS)]
         return self._app.internalize_action(
             user=user, beef=_bytes("beef", beef, 50_000_000, empty=InvalidTransaction),
             outputs=outs,
@@ -473,7 +464,7 @@ class Ledger(LedgerView):
                          ) -> TransactionView:
         """Record every provider answer of one attempt and apply the outcome."""
         txid = check_txid(txid)
-        answers = _items("results", results, MAX_BROADCASTERS)
+        answers = check_list("results", results, MAX_BROADCASTERS)
         if not answers:
             raise InvalidInput(f"results must list 1 to {MAX_BROADCASTERS} provider answers")
         return self._app.record_broadcast(
@@ -483,7 +474,7 @@ class Ledger(LedgerView):
     def broadcast(self, txid: str, broadcasters: Sequence[Broadcaster]) -> TransactionView:
         """Hand the transaction to providers one after another; records every answer."""
         txid = check_txid(txid)
-        providers = _items("broadcasters", broadcasters, MAX_BROADCASTERS)
+        providers = check_list("broadcasters", broadcasters, MAX_BROADCASTERS)
         return self._app.broadcast(txid=txid, broadcasters=providers)
 
     @_storage_errors
@@ -498,7 +489,7 @@ class Ledger(LedgerView):
                         actor: str | None = None) -> None:
         """Release inputs quarantined after a double spend, once known to be unspent."""
         ops = [Outpoint.parse(o) if isinstance(o, str) else coerce(Outpoint, o, "outpoint")
-               for o in _items("outpoints", outpoints, MAX_INPUTS)]
+               for o in check_list("outpoints", outpoints, MAX_INPUTS)]
         if not ops:
             raise InvalidInput("confirm_unspent needs at least one outpoint")
         self._app.confirm_unspent(outpoints=ops, reason=check_text("reason", reason),
@@ -516,7 +507,7 @@ class Ledger(LedgerView):
     def apply_headers(self, headers: Sequence[BlockHeader | dict[str, Any]]) -> ChainUpdate:
         """Extend the chain, or reorganise it at a known fork point."""
         parsed = [coerce(BlockHeader, h, "header").model_dump()
-                  for h in _items("headers", headers, MAX_HEADERS_PER_CALL)]
+                  for h in check_list("headers", headers, MAX_HEADERS_PER_CALL)]
         change = self._app.apply_headers(parsed)
         return ChainUpdate(connected=[BlockHeader(**h) for h in change.connected],
                            disconnected=[BlockHeader(**h) for h in change.disconnected],

@@ -299,10 +299,16 @@ def check_details(value: Any) -> dict[str, Any]:
         raise InvalidInput(str(err)) from None
 
 
+def check_list(what: str, value: Any, max_items: int) -> list[Any]:
+    """A list argument (a list or tuple); a string, a dict, None or a generator is refused
+    rather than taken apart. :class:`InvalidInput` otherwise."""
+    if not isinstance(value, list | tuple):
+        raise InvalidInput(f"{what} must be a list, got {type(value).__name__}")
+    if len(value) > max_items:
+        raise InvalidInput(f"{what}: at most {max_items} entries, got {len(value)}")
+    return list(value)
+
+
 def check_names(what: str, values: Any) -> list[str]:
     """A list of names, de-duplicated in order."""
-    if isinstance(values, str) or not isinstance(values, list | tuple):
-        raise InvalidInput(f"{what} must be a list of strings")
-    if len(values) > MAX_TAGS:
-        raise InvalidInput(f"{what}: at most {MAX_TAGS} entries, got {len(values)}")
-    return list(dict.fromkeys(check_name(what, v) for v in values))
+    return list(dict.fromkeys(check_name(what, v) for v in check_list(what, values, MAX_TAGS)))
