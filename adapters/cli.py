@@ -50,7 +50,7 @@ from ledger import (
     OutputView,
     StorageError,
 )
-from ledger.chain import MAX_HEADERS_PER_CALL
+from ledger.chain import MAX_HEADERS_PER_CALL, follows
 from ledger.values import coerce
 from projections.db import make_engine
 from projections.schema import POINTER_TABLE
@@ -1019,8 +1019,7 @@ def read_headers(path: Path) -> list[BlockHeader]:
             headers.append(coerce(BlockHeader, header, "header"))
         except InvalidInput as err:
             fail(f"{path} line {number}: {err}")
-        if len(headers) > 1 and (headers[-1].prev_hash != headers[-2].hash
-                                 or headers[-1].height != headers[-2].height + 1):
+        if len(headers) > 1 and not follows(dict(headers[-1]), dict(headers[-2])):
             fail(f"{path} line {number}: header {headers[-1].hash} at height "
                  f"{headers[-1].height} does not follow the line before it; the file must "
                  "be one linked sequence")

@@ -157,10 +157,16 @@ def _check_linked(headers: Sequence[dict[str, Any]]) -> None:
     if len(headers) > MAX_HEADERS_PER_CALL:
         raise InvalidInput(f"at most {MAX_HEADERS_PER_CALL} headers per call, got {len(headers)}")
     for prev, cur in itertools.pairwise(headers):
-        if cur["prev_hash"] != prev["hash"] or cur["height"] != prev["height"] + 1:
+        if not follows(cur, prev):
             raise ChainDiscontinuity(
                 f"headers are not a linked sequence: {cur['hash']} at {cur['height']} does not "
                 f"follow {prev['hash']} at {prev['height']}")
+
+
+def follows(header: Mapping[str, Any], parent: Mapping[str, Any]) -> bool:
+    """``header`` is the block right after ``parent``: it names it and is one block higher."""
+    return bool(header["prev_hash"] == parent["hash"]
+                and header["height"] == parent["height"] + 1)
 
 
 def _check_unique_hashes(chain: ChainAggregate, new: Sequence[dict[str, Any]],
