@@ -8,6 +8,7 @@ SQLite file, deleted on close) and ``postgresql://user[:password]@host[:port]/db
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -50,10 +51,13 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 class InlineHook(Protocol):
     """Projects a just-inserted batch of events using the append transaction's cursor; told
-    afterwards whether that transaction committed."""
+    afterwards whether that transaction committed. ``ahead`` sends the batch's reads before the
+    insert's answer is in (PostgreSQL: in its round trip); its result goes to the call."""
 
+    def ahead(self, cursor: Any, events: Sequence[Any] | None,
+              stored: Sequence[StoredEvent]) -> Any: ...
     def __call__(self, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
-                 stored: Sequence[StoredEvent]) -> None: ...
+                 stored: Sequence[StoredEvent], ahead: Any = None) -> None: ...
     def committed(self) -> None: ...
     def rolled_back(self) -> None: ...
 
@@ -76,10 +80,10 @@ MAX_IDS_PER_SELECT = 500
 
 
 def _run_hook(hook: InlineHook, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
-              stored: Sequence[StoredEvent]) -> None:
+              stored: Sequence[StoredEvent], ahead: Any = None) -> None:
     """Run the inline projection; a stale decision rolls the append back as a conflict."""
     try:
-        hook(cursor, ids, events, stored)
+        hook(cursor, ids, events, stored, ahead)
     except StaleDecision as err:
         raise RecordConflictError(str(err)) from err
 
@@ -233,13 +237,34 @@ class InlinePostgresRecorder(PostgresApplicationRecorder):
 
     def _append(self, stored_events: Sequence[StoredEvent],
                 kwargs: dict[str, Any]) -> Sequence[int]:
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            ids: Sequence[int] = [row["notification_id"] for row in curs.fetchall()]
-            assert len(ids) == len(stored_events), (len(ids), len(stored_events))
-            if self.inline_hook is not None:
-                _run_hook(self.inline_hook, curs, ids, kwargs.get("ledger_events"), stored_events)
+        """One transaction in two round trips, with or without the inline projection: BEGIN,
+        the writers' lock, NOTIFY, the insert and the projection's reads; then the projection's
+        writes and COMMIT. A failure anywhere rolls the whole transaction back."""
+        hook, events = self.inline_hook, kwargs.get("ledger_events")
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            try:
+                with conn.pipeline() as pipeline:
+                    curs.execute("BEGIN")
+                    self._insert_stored_events(curs, stored_events, **kwargs)
+                    ahead = None if hook is None else hook.ahead(curs, events, stored_events)
+                    pipeline.sync()
+                    ids: Sequence[int] = [row["notification_id"] for row in curs.fetchall()]
+                    assert len(ids) == len(stored_events), (len(ids), len(stored_events))
+                    if hook is not None:
+                        _run_hook(hook, curs, ids, events, stored_events, ahead)
+                    curs.execute("COMMIT")
+            except BaseException:
+                _roll_back(conn)
+                raise
         return ids
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a failed append's transaction (a connection in a broken state is left to the pool,
+    which discards it)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
 
 
 def first_line(err: BaseException) -> str:

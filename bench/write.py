@@ -139,23 +139,24 @@ class OursVariant:
 
 class _RecordingCursor:
     """A cursor (and, through ``connection``, its connection's pipelines and cursors) that
-    logs every statement the inline hook sends, in order."""
+    logs every statement the inline hook sends, in order. A statement on a cursor of its own
+    (PostgreSQL's reads of a burst) is logged as a ``read``: its answer comes with a sync."""
 
-    def __init__(self, cursor: Any, log: list[tuple[Any, ...]]) -> None:
-        self._cursor, self._log = cursor, log
+    def __init__(self, cursor: Any, log: list[tuple[Any, ...]], *, side: bool = False) -> None:
+        self._cursor, self.log, self._side = cursor, log, side
 
     def execute(self, statement: str, params: Any = ()) -> Any:
-        self._log.append(("execute", statement, tuple(params)))
+        self.log.append(("read" if self._side else "execute", statement, tuple(params)))
         return self._cursor.execute(statement, params)
 
     def executemany(self, statement: str, params: Any) -> Any:
         rows = [tuple(p) for p in params]
-        self._log.append(("executemany", statement, rows))
+        self.log.append(("executemany", statement, rows))
         return self._cursor.executemany(statement, rows)
 
     @property
     def connection(self) -> Any:
-        return _RecordingConnection(self._cursor.connection, self._log)
+        return _RecordingConnection(self._cursor.connection, self.log)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
@@ -166,7 +167,7 @@ class _RecordingConnection:
         self._conn, self._log = conn, log
 
     def cursor(self) -> _RecordingCursor:
-        return _RecordingCursor(self._conn.cursor(), self._log)
+        return _RecordingCursor(self._conn.cursor(), self._log, side=True)
 
     @contextlib.contextmanager
     def pipeline(self) -> Any:
@@ -177,16 +178,23 @@ class _RecordingConnection:
 
 
 class SqlCapture:
-    """Wraps a ledger's inline hook and keeps, per append, its positions and statements."""
+    """Wraps a ledger's inline hook and keeps, per append, its positions and statements: those
+    sent ahead of the insert's answer, and those sent after it."""
 
     def __init__(self, hook: Any) -> None:
         self.hook = hook
-        self.appends: list[tuple[list[int], list[tuple[Any, ...]]]] = []
+        self.appends: list[tuple[list[int], list[tuple[Any, ...]], list[tuple[Any, ...]]]] = []
 
-    def __call__(self, cursor: Any, ids: Any, events: Any, stored: Any) -> None:
-        log: list[tuple[Any, ...]] = []
-        self.hook(_RecordingCursor(cursor, log), ids, events, stored)
-        self.appends.append((list(ids), log))
+    def ahead(self, cursor: Any, events: Any, stored: Any) -> Any:
+        recording = _RecordingCursor(cursor, [])
+        return self.hook.ahead(recording, events, stored), recording
+
+    def __call__(self, cursor: Any, ids: Any, events: Any, stored: Any, ahead: Any = None) -> None:
+        first, recording = self.ahead(cursor, events, stored) if ahead is None else ahead
+        log, after = recording.log, []
+        recording.log = after  # the hook's store keeps the cursor it read with: log on
+        self.hook(recording, ids, events, stored, first)
+        self.appends.append((list(ids), log, after))
 
     def committed(self) -> None:
         self.hook.committed()
@@ -195,30 +203,41 @@ class SqlCapture:
         self.hook.rolled_back()
 
 
-class SqlReplay:
-    """An inline hook that runs, append by append, what :class:`SqlCapture` kept, and
-    checks each append's positions are the captured ones (the same lifecycle, in order)."""
+def _replay(cursor: Any, log: list[tuple[Any, ...]]) -> None:
+    pipes: list[Any] = []
+    for kind, *rest in log:
+        if kind == "pipeline":
+            pipes.append(cursor.connection.pipeline())
+            pipes[-1].__enter__()
+        elif kind == "end":
+            pipes.pop().__exit__(None, None, None)
+        elif kind == "executemany":
+            cursor.executemany(*rest)
+        elif kind == "read":  # PostgreSQL: on a cursor of its own, answered with the next sync
+            cursor.connection.cursor().execute(*rest)
+        else:
+            cursor.execute(*rest)
+            cursor.fetchall()
 
-    def __init__(self, appends: list[tuple[list[int], list[tuple[Any, ...]]]]) -> None:
+
+class SqlReplay:
+    """An inline hook that runs, append by append, what :class:`SqlCapture` kept (the reads
+    ahead of the insert's answer, the rest after it), and checks each append's positions are
+    the captured ones (the same lifecycle, in order)."""
+
+    def __init__(self, appends: list[tuple[list[int], list[tuple[Any, ...]],
+                                           list[tuple[Any, ...]]]]) -> None:
         self._appends = iter(appends)
 
-    def __call__(self, cursor: Any, ids: Any, events: Any, stored: Any) -> None:
-        positions, log = next(self._appends)
+    def ahead(self, cursor: Any, events: Any, stored: Any) -> Any:
+        positions, first, after = next(self._appends)
+        _replay(cursor, first)
+        return positions, after
+
+    def __call__(self, cursor: Any, ids: Any, events: Any, stored: Any, ahead: Any = None) -> None:
+        positions, after = self.ahead(cursor, events, stored) if ahead is None else ahead
         assert positions == list(ids), (positions, list(ids))
-        pipes: list[Any] = []
-        for kind, *rest in log:
-            if kind == "pipeline":  # PostgreSQL only (a SQLite cursor has no connection here)
-                pipes.append(cursor.connection.pipeline())
-                pipes[-1].__enter__()
-            elif kind == "end":
-                pipes.pop().__exit__(None, None, None)
-            elif kind == "executemany":
-                cursor.executemany(*rest)
-            elif pipes:  # PostgreSQL: each read of a burst has its own cursor
-                cursor.connection.cursor().execute(*rest)
-            else:
-                cursor.execute(*rest)
-                cursor.fetchall()
+        _replay(cursor, after)
 
     def committed(self) -> None:
         pass

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.projector import Recorded, project_batch, read_plan, recorded, tip_height
+from projections.projector import ReadPlan, Recorded, project_batch, read_plan, recorded, tip_height
 from projections.schema import SET_PREFIXES, build_schema
-from projections.stores import Dialect, SqlRowStore, SqlStatements
+from projections.stores import Dialect, PendingReads, SqlRowStore, SqlStatements
 from projections.tables import parse_pointer, pointer_query
 
 Decode = Callable[[Any], Any]
@@ -61,15 +61,32 @@ class _Kept:
     position: int
 
 
+@dataclass
+class Ahead:
+    """What a batch sent before the insert's answer: its events, what they will read, and the
+    reads (the pointer and position first) in flight on the store they will fill."""
+
+    events: Sequence[Any]
+    items: list[Recorded]
+    """The events as the projector reads them, at position 0 (the insert's answer has the
+    positions)."""
+    plan: ReadPlan | None
+    """None: last seen in catch-up mode, only the pointer was read."""
+    guess: str
+    store: SqlRowStore
+    reads: PendingReads
+
+
 class InlineProjection:
-    """The recorder hook: ``hook(cursor, ids, domain_events, stored_events)``.
+    """The recorder hook: :meth:`ahead` before the insert's answer is in, then
+    ``hook(cursor, ids, domain_events, stored_events, ahead)``.
 
     It reads the projection pointer (live table set and mode) and position in the same burst as
     the rows the batch needs, betting on the set it saw last; a rebuild that swapped sets since
-    (rare) costs one more read. The pointer cannot change under it: swaps hold the writers' lock.
-    On PostgreSQL, while it writes alone and keeps every row a batch needs, it sends that check
-    with the batch's writes instead, and refuses the append if it fails
-    (:meth:`_project_deferred`).
+    (rare) costs one more read. The recorder has taken the writers' lock before, so what it
+    reads cannot change before the commit: swaps, mode switches and other writers all hold that
+    lock. On PostgreSQL that burst goes in the insert's own round trip and the writes go with
+    the COMMIT: an inline save takes the two round trips a save without projections takes.
 
     Rows of its last committed batch are kept (:class:`_Kept`) and reused, without reading them
     again, when the stored position proves that no other writer -- another process, a rebuild, a
@@ -86,12 +103,6 @@ class InlineProjection:
         self._pointer_and_position = {p: pointer_query(schema, position_of=st.table("meta"))
                                       for p, st in self._statements.items()}
         self._guess = (SET_PREFIXES[0], "inline")
-        self._defer_check = dialect == "postgresql"
-        """PostgreSQL: with every row kept, check the pointer in the writes' round trip."""
-        self._alone = False
-        """The last check found nobody else had written since this hook's batch before it. Only
-        then is the check sent with the writes: a stale one refuses the save, and the whole
-        command runs again, which would happen save after save to writers taking turns."""
         self._kept: _Kept | None = None
         self._pending: _Kept | None = None
 
@@ -109,69 +120,51 @@ class InlineProjection:
             return kept.store
         return SqlRowStore(cursor, self._statements[prefix])
 
-    def __call__(self, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
-                 stored: Sequence[Any]) -> None:
+    def ahead(self, cursor: Any, events: Sequence[Any] | None, stored: Sequence[Any]) -> Ahead:
+        """Send the batch's reads: the pointer and position, and the rows it needs that are not
+        kept (in catch-up mode, as last seen: the pointer only). Called after the writers' lock
+        and before the insert's answer (PostgreSQL: they share its round trip)."""
         self._pending = None
-        if self._guess[1] != "inline":  # last seen in catch-up mode: look before reading rows
-            cursor.execute(self._pointer)
-            self._guess = parse_pointer(cursor.fetchall())
-            if self._guess[1] != "inline":
-                self._kept = None
-                return
-        if events is None or len(events) != len(ids):
+        if events is None or len(events) != len(stored):
             events = [self._decode(s) for s in stored]
-        items = [recorded(pos, event) for pos, event in zip(ids, events, strict=True)]
+        items = [recorded(0, event) for event in events]
+        prefix, mode = self._guess
+        if mode != "inline":  # last seen in catch-up mode: look before reading rows
+            reader = SqlRowStore(cursor, self._statements[prefix])
+            return Ahead(events, items, None, prefix, reader,
+                         reader.send_reads(ReadPlan(), [(self._pointer, ())]))
         plan = read_plan(items)
-        guess = self._guess[0]
-        store = self._store(cursor, guess)
-        check = [(self._pointer_and_position[guess], ())]
-        kept = self._kept if self._kept is not None and store is self._kept.store else None
-        read = store.prefetch(plan, also=check,
-                              defer_also=self._defer_check and self._alone and kept is not None)
-        if read is None:  # every row kept: the pointer is checked with the writes
-            assert kept is not None
-            self._project_deferred(store, kept, ids, events, items, check, guess)
-            return
-        (pointer,) = read
-        prefix, mode = parse_pointer(pointer)
-        self._guess = (prefix, mode)
+        store = self._store(cursor, prefix)
+        reads = store.send_reads(plan, [(self._pointer_and_position[prefix], ())])
+        return Ahead(events, items, plan, prefix, store, reads)
+
+    def __call__(self, cursor: Any, ids: Sequence[int], events: Sequence[Any] | None,
+                 stored: Sequence[Any], ahead: Ahead | None = None) -> None:
+        if ahead is None:  # SQLite: nothing to save by reading before the insert
+            ahead = self.ahead(cursor, events, stored)
+        store = ahead.store
+        (pointer,) = store.receive_reads(ahead.reads)
+        prefix, mode = self._guess = parse_pointer(pointer)
         if mode != "inline":
             self._kept = None
             return
-        self._alone = kept is not None and _unmoved(pointer, guess, kept)
-        if prefix != guess or (kept is not None and not self._alone):
-            self._kept = None  # another writer moved the projection: read everything afresh
-            store = SqlRowStore(cursor, self._statements[prefix])
-            store.prefetch(plan)
-        project_batch(store, items)
-        check_chain_invariants(store, events)
-        store.flush()
+        kept = self._kept if self._kept is not None and store is self._kept.store else None
+        if ahead.plan is None or prefix != ahead.guess or (
+                kept is not None and not _unmoved(pointer, ahead.guess, kept)):
+            # switched to inline, or another writer moved the projection: read afresh
+            store = self._read_afresh(cursor, prefix, ahead.items)
+        project_batch(store, [(pos, topic, fields, at) for pos, (_, topic, fields, at)
+                              in zip(ids, ahead.items, strict=True)])
+        check_chain_invariants(store, ahead.events)
+        store.flush(sync=False)
         self._keep(store, prefix, ids)
 
-    def _project_deferred(self, store: SqlRowStore, kept: _Kept, ids: Sequence[int],
-                          events: Sequence[Any], items: list[Recorded],
-                          check: list[tuple[str, tuple[()]]], guess: str) -> None:
-        """Project on the kept rows, then write them in the same round trip as the pointer
-        check. If the check shows another writer (or a mode switch, or a swapped set), the
-        append is refused as stale: the command runs again and this hook then reads everything
-        afresh. So is it if projecting or writing fails: kept rows another writer changed may
-        contradict the batch (a state its event moves from, a row it creates). A genuine error
-        recurs on the fresh reads, and propagates from there."""
-        self._kept = None  # trusted again only once this batch commits
-        try:
-            project_batch(store, items)
-            check_chain_invariants(store, events)
-            (pointer,) = store.flush(first=check)
-        except Exception as err:
-            self._alone = False
-            raise StaleDecision(f"the inline projection failed on kept rows, deciding again "
-                                f"from fresh reads ({type(err).__name__}: {err})") from err
-        self._guess = parse_pointer(pointer)
-        if not _unmoved(pointer, guess, kept):
-            self._alone = False
-            raise StaleDecision("another writer moved the projection since this process's "
-                                "last write")
-        self._keep(store, guess, ids)
+    def _read_afresh(self, cursor: Any, prefix: str, items: list[Recorded]) -> SqlRowStore:
+        """A store of the batch's rows read now, none of them kept (one more round trip)."""
+        self._kept = None
+        store = SqlRowStore(cursor, self._statements[prefix])
+        store.prefetch(read_plan(items))
+        return store
 
     def _keep(self, store: SqlRowStore, prefix: str, ids: Sequence[int]) -> None:
         if store.cached_rows <= MAX_KEPT_ROWS:

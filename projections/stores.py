@@ -15,6 +15,7 @@ import json
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
@@ -351,6 +352,16 @@ def _values(row: Any, cols: Sequence[str]) -> Sequence[Any]:
     return tuple(row)
 
 
+@dataclass
+class PendingReads:
+    """Reads :meth:`SqlRowStore.send_reads` sent: the statements, their answers to come, and
+    how many of them (first) were the caller's own."""
+
+    queries: list[tuple[str, str, tuple[Any, ...], list[Key]]]
+    answers: list[Any]
+    also: int
+
+
 class SqlRowStore:
     """Rows read through a cursor, cached for the batch, written back by :meth:`flush`.
 
@@ -434,12 +445,19 @@ class SqlRowStore:
             cache[key] = None
         return found[0] if found else None
 
-    def prefetch(self, plan: ReadPlan, also: Sequence[tuple[str, tuple[Any, ...]]] = (), *,
-                 defer_also: bool = False) -> list[list[Any]] | None:
+    def prefetch(self, plan: ReadPlan, also: Sequence[tuple[str, tuple[Any, ...]]] = ()
+                 ) -> list[list[Any]]:
         """Read every row ``plan`` names (PostgreSQL: in one round trip), and run the ``also``
-        statements in the same burst; returns their raw result rows. With ``defer_also``, when
-        every row is cached already nothing is run and None comes back: the caller runs
-        ``also`` with the writes instead (:meth:`flush`), saving a round trip."""
+        statements in the same burst; returns their raw result rows."""
+        with self._pipeline():
+            pending = self.send_reads(plan, also)
+        return self.receive_reads(pending)
+
+    def send_reads(self, plan: ReadPlan, also: Sequence[tuple[str, tuple[Any, ...]]] = ()
+                   ) -> PendingReads:
+        """Send the reads of :meth:`prefetch` without waiting for their answers (PostgreSQL:
+        they arrive with the caller's next pipeline sync; SQLite: they are read at once).
+        :meth:`receive_reads` takes them in."""
         queries: list[tuple[str, str, tuple[Any, ...], list[Key]]] = [
             ("", statement, params, []) for statement, params in also]
         for table, keys in plan.new_keys.items():
@@ -471,24 +489,23 @@ class SqlRowStore:
                                 tuple(some), []))
         for table, txids in wanted_txids.items():
             self._loaded_txids[table].update(txids)
-        if defer_also and len(queries) == len(also):
-            return None
-        return self._run_reads(queries)[:len(also)]
+        answers = [self._send(statement, params) for _, statement, params, _ in queries]
+        return PendingReads(queries, answers, len(also))
 
-    def _run_reads(self, queries: list[tuple[str, str, tuple[Any, ...], list[Key]]]
-                   ) -> list[list[Any]]:
+    def receive_reads(self, pending: PendingReads) -> list[list[Any]]:
+        """Take in the answers of :meth:`send_reads`: rows are cached; the raw result rows
+        of its ``also`` statements come back."""
         results: list[list[Any]] = []
-        with self._pipeline():
-            answers = [self._send(statement, params) for _, statement, params, _ in queries]
-            for (table, _, _, keys), answer in zip(queries, answers, strict=True):
-                raws = _rows_of(answer)
-                if not table:
-                    results.append(list(raws))
-                    continue
-                for raw in raws:
-                    self._remember(table, raw)
-                for key in keys:
-                    self._cache[table].setdefault(key, None)
+        for (table, _, _, keys), answer in zip(pending.queries, pending.answers, strict=True):
+            raws = _rows_of(answer)
+            if not table:
+                results.append(list(raws))
+                continue
+            for raw in raws:
+                self._remember(table, raw)
+            for key in keys:
+                self._cache[table].setdefault(key, None)
+        assert len(results) == pending.also
         return results
 
     def _send(self, statement: str, params: tuple[Any, ...]) -> Any:
@@ -622,15 +639,14 @@ class SqlRowStore:
             out += [(self._sql.add(table, changed), params) for changed, params in grouped.items()]
         return out
 
-    def flush(self, first: Sequence[tuple[str, tuple[Any, ...]]] = ()) -> list[list[Any]]:
-        """Write every changed, appended and added row, after running the ``first`` statements
-        in the same burst (PostgreSQL: one round trip for all); returns their result rows."""
+    def flush(self, *, sync: bool = True) -> None:
+        """Write every changed, appended and added row (PostgreSQL: one round trip). With
+        ``sync=False`` the writes join the caller's pipeline instead, answered with its next
+        sync (the inline hook's writes go with the COMMIT)."""
         writes = self._writes()
-        with self._pipeline():
-            answers = [self._send(statement, args) for statement, args in first]
+        with self._pipeline() if sync else contextlib.nullcontext():
             for statement, params in writes:
                 self._cur.executemany(statement, params)
-        results = [_rows_of(answer) for answer in answers]
         for table, keys in self._dirty.items():
             cache, stored = self._cache[table], self._stored[table]
             for key in keys:
@@ -645,7 +661,6 @@ class SqlRowStore:
         self._appended.clear()
         self._added.clear()
         self._absent.clear()
-        return results
 
 
 def _rows_of(answer: Any) -> list[Any]:
