@@ -178,14 +178,17 @@ class _RecordingConnection:
 
 
 class SqlCapture:
-    """Wraps a ledger's inline hook and keeps, per append, its positions and statements: those
-    sent ahead of the insert's answer, and those sent after it."""
+    """Wraps a ledger's inline hook and keeps, per committed append, its positions and
+    statements: those sent ahead of the insert's answer, and those sent after it. An append
+    that does not commit (a collision, say) is left out: it wrote nothing."""
 
     def __init__(self, hook: Any) -> None:
         self.hook = hook
         self.appends: list[tuple[list[int], list[tuple[Any, ...]], list[tuple[Any, ...]]]] = []
+        self._pending: tuple[list[int], list[tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
 
     def ahead(self, cursor: Any, events: Any, stored: Any) -> Any:
+        self._pending = None
         recording = _RecordingCursor(cursor, [])
         return self.hook.ahead(recording, events, stored), recording
 
@@ -194,13 +197,17 @@ class SqlCapture:
         log, after = recording.log, []
         recording.log = after  # the hook's store keeps the cursor it read with: log on
         self.hook(recording, ids, events, stored, first)
-        self.appends.append((list(ids), log, after))
+        self._pending = (list(ids), log, after)
 
     def committed(self) -> None:
         self.hook.committed()
+        if self._pending is not None:
+            self.appends.append(self._pending)
+        self._pending = None
 
     def rolled_back(self) -> None:
         self.hook.rolled_back()
+        self._pending = None
 
 
 def _replay(cursor: Any, log: list[tuple[Any, ...]]) -> None:
@@ -223,14 +230,16 @@ def _replay(cursor: Any, log: list[tuple[Any, ...]]) -> None:
 class SqlReplay:
     """An inline hook that runs, append by append, what :class:`SqlCapture` kept (the reads
     ahead of the insert's answer, the rest after it), and checks each append's positions are
-    the captured ones (the same lifecycle, in order)."""
+    the captured ones (the same lifecycle, in order). It moves on to the next captured append
+    only once an append commits, as the capture did."""
 
     def __init__(self, appends: list[tuple[list[int], list[tuple[Any, ...]],
                                            list[tuple[Any, ...]]]]) -> None:
-        self._appends = iter(appends)
+        self._appends = list(appends)
+        self._next = 0
 
     def ahead(self, cursor: Any, events: Any, stored: Any) -> Any:
-        positions, first, after = next(self._appends)
+        positions, first, after = self._appends[self._next]
         _replay(cursor, first)
         return positions, after
 
@@ -240,7 +249,7 @@ class SqlReplay:
         _replay(cursor, after)
 
     def committed(self) -> None:
-        pass
+        self._next += 1
 
     def rolled_back(self) -> None:
         pass

@@ -4,7 +4,8 @@ catch-up) over a raw DB-API cursor, so inline rows commit in the event store's o
 The SQL store is built for the inline path, where it runs inside every append: it reads the rows
 a batch needs in a few statements (:class:`~projections.projector.ReadPlan`), and writes back
 only what changed -- an ``UPDATE`` of the changed columns, so indexes on untouched columns cost
-nothing. On PostgreSQL both the reads and the writes go out as one pipeline each.
+nothing. On PostgreSQL the reads and the writes each go out as one burst of a pipeline
+(inline: bursts of the append's own pipeline, see :class:`~projections.inline.InlineProjection`).
 """
 
 from __future__ import annotations

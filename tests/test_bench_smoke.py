@@ -120,3 +120,49 @@ def _table_rows(url: str, tables: dict[str, str]) -> dict[str, list[tuple[object
         return {t: [tuple(r) for r in conn.execute(
                     f"SELECT {cols} FROM {t} ORDER BY 1, 2").fetchall()]
                 for t, cols in tables.items()}
+
+
+@pytest.mark.postgres
+def test_the_sql_floor_replay_stays_in_step_across_a_collision(
+        request: pytest.FixtureRequest) -> None:
+    """An append that collides (the optimistic first attempt of a command whose cached streams
+    are gone) commits nothing, in the capture and in the replay alike: the replay must not take
+    the next captured append for it, or every later one replays another append's SQL."""
+    import benchlib
+    import write
+
+    from ledger import NewOutput
+
+    request.getfixturevalue("pg_database")
+    one = [NewOutput(vout=0, satoshis=1, locking_script=b"\x51", basket=None)]
+
+    def story(led: Ledger, wrap: Any) -> Any:
+        world = World(led)
+        world.mine_empty(1)
+        (funding,) = world.fund("alice", [10_000])
+        recorder: Any = led._app.recorder
+        recorder.inline_hook = hook = wrap(recorder.inline_hook)
+        led.create_action("alice", "r1", description="d", inputs=[funding], outputs=one)
+        led.abort_action("alice", "r1", reason="customer cancelled")
+        app: Any = led._app
+        app._streams.evict(list(app._streams._items))  # attempt 0 of r2 then collides
+        led.create_action("alice", "r2", description="d", inputs=[funding], outputs=one)
+        led.note(funding.txid, "after the collision")
+        return hook
+
+    class Counting(write.SqlCapture):
+        refused = 0
+
+        def rolled_back(self) -> None:
+            self.refused += 1
+            super().rolled_back()
+
+    with benchlib.database("postgresql", "collide_capture") as cap, \
+            benchlib.database("postgresql", "collide_replay") as rep:
+        with Ledger.open(cap["url"]) as led:
+            capture = story(led, Counting)
+        with Ledger.open(rep["url"]) as led:
+            story(led, lambda _hook: write.SqlReplay(capture.appends))
+        tables = {"a_actions": "*", "a_tx_audit": "audit_id, txid, event"}
+        assert _table_rows(rep["url"], tables) == _table_rows(cap["url"], tables)
+    assert capture.refused >= 1, "the story collided"
