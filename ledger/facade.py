@@ -83,7 +83,7 @@ from projections import queries, replay
 from projections.db import Database, make_engine
 from projections.inline import InlineProjection
 from projections.schema import LAYOUT_VERSION
-from projections.tables import ensure_tables, layout_version, read_pointer, set_mode
+from projections.tables import ensure_tables, layout_version, read_pointer
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -351,11 +351,7 @@ class Ledger(LedgerView):
             raise
 
     def _set_mode(self, mode: str) -> None:
-        with self._db.transaction(write=True) as cur:
-            self._log.lock_writers(cur)
-            set_mode(cur, mode)
-        if mode == "inline":
-            replay.catch_up(self._db, self._log, lock_writers=True)
+        replay.switch_mode(self._db, self._log, mode)
 
     def close(self) -> None:
         """Release connections (a ``memory://`` ledger is gone afterwards)."""

@@ -48,12 +48,14 @@ from projections.stores import (
     row_key,
 )
 from projections.tables import (
+    MODES,
     ddl_create_indexes,
     ddl_create_set,
     ddl_drop_set,
     ddl_views,
     other_prefix,
     read_pointer,
+    set_mode,
     swap_to,
 )
 
@@ -179,28 +181,54 @@ def _fold(log: EventLog, *, upto: int | None, until: datetime | None,
 
 
 def catch_up(db: Database, log: EventLog, *, page_events: int = CATCHUP_PAGE_EVENTS,
-             lock_writers: bool = False, max_pages: int | None = None) -> int:
+             max_pages: int | None = None) -> int:
     """Apply unprojected events page by page, one transaction per page; returns how many.
 
     Exactly-once: a page's rows and the tracked position commit together, and the position is
-    read inside the same write transaction. In inline mode nothing is pending unless the caller
-    locks writers (used when switching modes and when swapping a rebuild in).
+    read inside the same write transaction. In inline mode nothing is pending (the writers
+    project), and nothing is done.
     """
     assert 1 <= page_events <= 100_000
     statements, done, pages = _statements(db), 0, 0
     while max_pages is None or pages < max_pages:
         with db.transaction(write=True) as cur:
-            if db.dialect == "postgresql":
-                cur.execute(f"SELECT pg_advisory_xact_lock({_PG_CATCHUP_LOCK})")
-            if lock_writers:
-                log.lock_writers(cur)
+            _hold_catch_up(db, cur)
             prefix, mode = read_pointer(cur)
-            if mode == "inline" and not lock_writers:
+            if mode == "inline":
                 return done
             n = _apply_page(cur, statements[prefix], log, page_events)
         if n == 0:
             return done
         done, pages = done + n, pages + 1
+    return done
+
+
+def _hold_catch_up(db: Database, cur: Any) -> None:
+    """PostgreSQL: wait for a catch-up page another process is applying, and hold the next one
+    off until this transaction ends (SQLite's one writer does the same)."""
+    if db.dialect == "postgresql":
+        cur.execute(f"SELECT pg_advisory_xact_lock({_PG_CATCHUP_LOCK})")
+
+
+def switch_mode(db: Database, log: EventLog, mode: str) -> int:
+    """Set the projection mode; returns how many events it projected on the way.
+
+    To inline: the events appended in catch-up mode are projected first -- most of them page by
+    page while writers go on, the rest in the transaction that switches, which holds the
+    writers and any catch-up page off. So no inline writer projects on a projection that is
+    behind the log, and no catch-up page commits after the switch. To catch-up: the switch
+    waits for the append in progress; the next one sees it and leaves its rows to catch-up runs.
+    """
+    assert mode in MODES
+    done = catch_up(db, log) if mode == "inline" else 0
+    with db.transaction(write=True) as cur:
+        _hold_catch_up(db, cur)
+        log.lock_writers(cur)
+        prefix, _ = read_pointer(cur)
+        if mode == "inline":
+            while n := _apply_page(cur, _statements(db)[prefix], log, CATCHUP_PAGE_EVENTS):
+                done += n
+        set_mode(cur, mode)
     return done
 
 
@@ -241,7 +269,7 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
     upto = log.head()
     apart = audit_loader is not None and upto >= PARALLEL_AUDIT_MIN_EVENTS
     in_memory = upto <= _fold_limit(max_fold_events, audit_apart=apart)
-    _empty_set(db, target, indexes=not in_memory)
+    _empty_set(db, log, target, indexes=not in_memory)
     job = _start_audit(audit_loader, target, upto) if apart else None
     if apart and job is None and in_memory and upto > _fold_limit(max_fold_events, audit_apart=False):
         in_memory = False  # no process for the audit rows: too many rows to hold them too
@@ -273,7 +301,7 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
         position = meta_value(SqlRowStore(cur, _statements(db)[target]), "position") or 0
     # Empty the old set but keep it: a writer that last saw it live reads it (and the pointer)
     # in one burst before it learns of the swap, so its tables must always exist.
-    _empty_set(db, live, indexes=True)
+    _empty_set(db, log, live, indexes=True)
     return count, time.perf_counter() - started, max(position, last)
 
 
@@ -294,8 +322,12 @@ def _start_audit(loader: AuditLoader | None, prefix: str, upto: int) -> AuditLoa
         return None
 
 
-def _empty_set(db: Database, prefix: str, *, indexes: bool) -> None:
+def _empty_set(db: Database, log: EventLog, prefix: str, *, indexes: bool) -> None:
+    """Drop and create again the tables of set ``prefix``, with writers held off: a writer that
+    bets on this set reads its tables after taking the writers' lock, so a drop that waited for
+    its reads while it waited for the drop's tables would deadlock with it."""
     with db.transaction(write=True) as cur:
+        log.lock_writers(cur)
         for statement in [*ddl_drop_set(prefix, db.dialect),
                           *ddl_create_set(prefix, db.dialect, indexes=indexes)]:
             cur.execute(statement)

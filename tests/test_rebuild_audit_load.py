@@ -230,7 +230,7 @@ def test_the_audit_load_reads_on_while_the_rebuild_holds_sqlites_writer_lock(
         with led._db.transaction(write=False) as cur:
             live, _ = read_pointer(cur)
         target = other_prefix(live)
-        replay._empty_set(led._db, target, indexes=False)
+        replay._empty_set(led._db, led._log, target, indexes=False)
         monkeypatch.setattr(replay, "AUDIT_PAGE_ROWS", 3)
         monkeypatch.setattr(replay, "MAX_PENDING_AUDIT_ROWS", 10_000)
         all_read, busy = threading.Event(), []
