@@ -21,7 +21,7 @@ Roles: ``race`` and ``open`` (reservation and open races), ``idem`` (idempotency
 both racers right before their save), ``writer`` (create/sign/note/broadcast-or-abort loop,
 inline or catch-up mode), ``catchup`` (catch-up projector; small pages, follow mode, and a hold
 inside a page's open transaction to be killed there), ``rebuild`` (a rebuild held still before
-its swap).
+its swap), ``handover`` (mode switches and rebuilds in a loop).
 """
 
 from __future__ import annotations
@@ -760,9 +760,26 @@ def role_rebuild(args: dict[str, Any]) -> None:
         _say(kind="result", position=report.position)
 
 
+def role_handover(args: dict[str, Any]) -> None:
+    """An operator's process handing the projection around while writers write: ``rounds``
+    times, switch to catch-up mode and run a catch-up pass, switch back to inline, and every
+    other round rebuild the projections; reports ``round`` after each."""
+    _say(kind="ready")
+    if not _await_go():
+        return
+    for n in range(args["rounds"]):
+        with _open(args["url"], "catchup") as led:
+            led.run_projections()
+        with _open(args["url"], "inline") as led:
+            if n % 2:
+                led.rebuild_projections()
+        _say(kind="round", n=n)
+    _say(kind="done")
+
+
 ROLES: dict[str, Callable[[dict[str, Any]], None]] = {
     "race": role_race, "open": role_open, "idem": role_idem, "writer": role_writer, "catchup": role_catchup,
-    "rebuild": role_rebuild,
+    "rebuild": role_rebuild, "handover": role_handover,
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import new_pg_schema
+from procs import Child, Writer, barrier, check_acknowledged, check_one_holder, wait_for
 
 from adapters.world import World
 from ledger import Ledger, NewOutput
@@ -121,3 +122,39 @@ def test_emptying_a_swapped_out_set_waits_for_a_writer_still_reading_it(
         led.rebuild_projections()
         assert outcome == {"writer": "committed"}
         assert led.verify_projections().ok
+
+
+HANDOVER_ROUNDS = 12
+
+
+@pytest.mark.slow
+def test_writers_in_three_processes_survive_mode_switches_and_rebuilds(ledger_url: str) -> None:
+    """Two wallet processes contend for the same outpoints while an operator's process switches
+    the projection to catch-up mode and back and rebuilds it, over and over: every command a
+    writer acknowledged is there, no outpoint has two live holders, and the projection equals
+    a rebuild at the log's head. (Before the switch held writers off, a writer crashed here in
+    two runs of three: it projected an event of an action the lagging projection lacked.)"""
+    with Ledger.open(ledger_url) as led:
+        world = World(led)
+        world.mine_empty(2)
+        amounts = [3_000 + 13 * i for i in range(30)]
+        ops = [str(o) for o in world.fund("alice", amounts)]
+    writers = [Writer("h1", "alice", ops), Writer("h2", "alice", ops[::-1])]
+    children = [w.start(ledger_url) for w in writers]
+    operator = Child("handover", {"url": ledger_url, "rounds": HANDOVER_ROUNDS})
+    try:
+        barrier([*children, operator])
+        wait_for([*children, operator],
+                 lambda: all(c.count("done") for c in [*children, operator]),
+                 "the writers and the operator to finish")
+        assert operator.count("round") == HANDOVER_ROUNDS
+        with Ledger.open(ledger_url) as led:
+            assert led.projection_mode == "inline"
+            check_acknowledged(led, writers)
+            check_one_holder(led, writers, dict(zip(ops, amounts, strict=True)))
+            report = led.verify_projections()
+            assert report.ok, report.differences[:3]
+            assert report.position == led.head_position()
+    finally:
+        for c in [*children, operator]:
+            c.close()
