@@ -12,6 +12,7 @@ alone would not notice).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -73,25 +74,43 @@ def _event_count(led: Ledger) -> int:
     return len(list(iterate_fields(led._log)))
 
 
+def _funded(led: Ledger) -> tuple[Any, int]:
+    """A funding output on a one-block chain, and the log's length then."""
+    world = World(led)
+    world.mine_empty(1)
+    (funding,) = world.fund("alice", [1_000])
+    return funding, _event_count(led)
+
+
+Fail = Callable[[Any, Callable[..., None], bool], None]
+
+
+def _fail_next_flush(monkeypatch: pytest.MonkeyPatch, fail: Fail) -> None:
+    """The next flush runs ``fail(store, flush, sync)`` instead; the later ones are as before."""
+    failures, flush = iter([True]), inline.SqlRowStore.flush
+
+    def once(self: Any, *, sync: bool = True) -> None:
+        if next(failures, False):
+            fail(self, flush, sync)
+        else:
+            flush(self, sync=sync)
+
+    monkeypatch.setattr(inline.SqlRowStore, "flush", once)
+
+
 @pytest.mark.postgres
 def test_a_write_refused_at_commit_leaves_no_event_and_the_next_command_succeeds(
         pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The projection's writes travel with the COMMIT (one round trip): an error the server
     reports there rolls the events back too, and the connection serves the next command."""
     with Ledger.open(new_pg_schema(pg_database)) as led:
-        world = World(led)
-        world.mine_empty(1)
-        (funding,) = world.fund("alice", [1_000])
-        events = _event_count(led)
-        failures = iter([True])
-        flush = inline.SqlRowStore.flush
+        funding, events = _funded(led)
 
-        def failing_once(self: Any, *, sync: bool = True) -> None:
-            flush(self, sync=sync)
-            if next(failures, False):  # answered only with the COMMIT's sync
-                self._cur.execute("SELECT 1 / 0")
+        def refused_by_the_server(store: Any, flush: Callable[..., None], sync: bool) -> None:
+            flush(store, sync=sync)
+            store._cur.execute("SELECT 1 / 0")  # answered only with the COMMIT's sync
 
-        monkeypatch.setattr(inline.SqlRowStore, "flush", failing_once)
+        _fail_next_flush(monkeypatch, refused_by_the_server)
         with pytest.raises(StorageError):
             led.note(funding.txid, "checked by an operator")
         assert _event_count(led) == events, "the refused append left no event"
@@ -107,20 +126,13 @@ def test_a_conflict_raised_while_projecting_is_retried_from_fresh_reads(
     """A unique violation is a write conflict: the append is rolled back whole and the
     command decides again, and commits once."""
     with Ledger.open(new_pg_schema(pg_database)) as led:
-        world = World(led)
-        world.mine_empty(1)
-        (funding,) = world.fund("alice", [1_000])
-        events = _event_count(led)
-        failures = iter([True])
-        flush = inline.SqlRowStore.flush
+        funding, events = _funded(led)
 
-        def failing_once(self: Any, *, sync: bool = True) -> None:
-            if next(failures, False):
-                import psycopg
-                raise psycopg.errors.UniqueViolation("a row another writer created")
-            flush(self, sync=sync)
+        def a_conflict(store: Any, flush: Callable[..., None], sync: bool) -> None:
+            import psycopg
+            raise psycopg.errors.UniqueViolation("a row another writer created")
 
-        monkeypatch.setattr(inline.SqlRowStore, "flush", failing_once)
+        _fail_next_flush(monkeypatch, a_conflict)
         led.note(funding.txid, "checked by an operator")
         assert _event_count(led) == events + 1, "one event: the retry's"
         assert [e.event for e in led.history(funding.txid)].count("history.note") == 1
