@@ -152,18 +152,18 @@ class InlineProjection:
         if ahead.plan is None or prefix != ahead.guess or (
                 kept is not None and not _unmoved(pointer, ahead.guess, kept)):
             # switched to inline, or another writer moved the projection: read afresh
-            store = self._read_afresh(cursor, prefix, ahead.items)
+            store = self._read_afresh(cursor, prefix, ahead.plan or read_plan(ahead.items))
         project_batch(store, [(pos, topic, fields, at) for pos, (_, topic, fields, at)
                               in zip(ids, ahead.items, strict=True)])
         check_chain_invariants(store, ahead.events)
         store.flush(sync=False)
         self._keep(store, prefix, ids)
 
-    def _read_afresh(self, cursor: Any, prefix: str, items: list[Recorded]) -> SqlRowStore:
+    def _read_afresh(self, cursor: Any, prefix: str, plan: ReadPlan) -> SqlRowStore:
         """A store of the batch's rows read now, none of them kept (one more round trip)."""
         self._kept = None
         store = SqlRowStore(cursor, self._statements[prefix])
-        store.prefetch(read_plan(items))
+        store.prefetch(plan)
         return store
 
     def _keep(self, store: SqlRowStore, prefix: str, ids: Sequence[int]) -> None:

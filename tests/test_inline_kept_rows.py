@@ -28,13 +28,13 @@ from projections.replay import iterate_fields
 
 @pytest.fixture
 def afresh(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The positions of the batches whose rows were read afresh, kept rows notwithstanding."""
+    """One entry per batch whose rows were read afresh, kept rows notwithstanding."""
     batches: list[int] = []
     original = InlineProjection._read_afresh
 
-    def spy(self: InlineProjection, cursor: Any, prefix: str, items: Any) -> Any:
-        batches.append(len(items))
-        return original(self, cursor, prefix, items)
+    def spy(self: InlineProjection, cursor: Any, prefix: str, plan: Any) -> Any:
+        batches.append(len(plan.keys))
+        return original(self, cursor, prefix, plan)
 
     monkeypatch.setattr(InlineProjection, "_read_afresh", spy)
     return batches
