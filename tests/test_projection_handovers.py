@@ -8,6 +8,8 @@ empties the table set it swapped out. Each once let a writer in at the wrong mom
 - A rebuild dropped and re-created the old set's tables without holding the writers off. A
   writer still betting on that set held one of its tables while waiting for another the drop
   held: PostgreSQL broke the deadlock by failing the writer's command.
+- A switch to inline that does not wait for a catch-up page under way projects that page's
+  events too: one of the two fails on the audit row the other wrote (here: the switch).
 """
 
 from __future__ import annotations
@@ -158,3 +160,59 @@ def test_writers_in_three_processes_survive_mode_switches_and_rebuilds(ledger_ur
     finally:
         for c in [*children, operator]:
             c.close()
+
+
+@pytest.mark.postgres
+def test_a_switch_to_inline_waits_for_a_catch_up_page_under_way(
+        pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catch-up process is inside a page (rows written, not committed) when the switch to
+    inline reaches its last step: the switch waits for that page, then projects only what the
+    page left, so the page commits and no event is projected twice."""
+    url = new_pg_schema(pg_database)
+    with Ledger.open(url) as led:
+        world = World(led)
+        world.mine_empty(1)
+        (funding,) = world.fund("alice", [1_000])
+    with Ledger.open(url, projections="catchup") as writer, \
+            Ledger.open(url, projections="catchup") as projector:
+        real_catch_up, real_page = replay.catch_up, replay._apply_page
+        inside, release, outcome = threading.Event(), threading.Event(), {}
+
+        def page(cur: Any, statements: Any, log: Any, n_events: int) -> int:
+            n = real_page(cur, statements, log, n_events)
+            if threading.current_thread().name == "catch-up page" and n:
+                inside.set()
+                release.wait(WAIT_S)
+            return n
+
+        def the_page() -> None:
+            try:
+                outcome["page"] = real_catch_up(projector._db, projector._log, max_pages=1)
+            except Exception as err:  # noqa: BLE001 - the outcome is what the test asserts
+                outcome["page"] = f"{type(err).__name__}: {err}"
+
+        def catch_up_then_a_page_starts(*args: Any, **kwargs: Any) -> int:
+            done = real_catch_up(*args, **kwargs)  # the switch's first part: nothing pending
+            for n in range(3):
+                writer.note(funding.txid, f"appended in catch-up mode {n}")
+            threading.Thread(target=the_page, name="catch-up page").start()
+            assert inside.wait(WAIT_S), "the catch-up page started"
+            threading.Thread(target=release_once_the_switch_waits).start()
+            return done
+
+        def release_once_the_switch_waits() -> None:
+            with psycopg.connect(pg_database, autocommit=True) as watch:
+                deadline = time.monotonic() + WAIT_S
+                while not _waiting_backends(watch, -1) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            release.set()
+
+        monkeypatch.setattr(replay, "_apply_page", page)
+        monkeypatch.setattr(replay, "catch_up", catch_up_then_a_page_starts)
+        with Ledger.open(url, projections="inline") as switcher:
+            monkeypatch.setattr(replay, "catch_up", real_catch_up)
+            assert outcome == {"page": 3}, "the page committed whole"
+            report = switcher.verify_projections()
+            assert report.ok, report.differences[:3]
+            assert report.position == switcher.head_position()
+            assert _notes(switcher, funding.txid) == 3
