@@ -623,19 +623,13 @@ def apply_recorded(store: RowStore, item: Recorded, *, audit: bool = True) -> No
                                            _stored_action_txid(store)))
 
 
-def record_position(store: RowStore, position: int) -> None:
-    """The tracked position: every event up to it is projected."""
-    _set_meta(store, "position", position)
-
-
 def project_batch(store: RowStore, items: Iterable[Recorded], *, audit: bool = True) -> int:
-    """Apply events in log order and record the last position; returns how many."""
-    count, last = 0, None
+    """Apply events in log order; returns how many. The tracked position is the newest audit
+    row (every event has one, at its position: ADR 0012), so nothing else records it."""
+    count = 0
     for item in items:
         apply_recorded(store, item, audit=audit)
-        count, last = count + 1, item[0]
-    if last is not None:
-        record_position(store, last)
+        count += 1
     return count
 
 
@@ -676,7 +670,7 @@ def read_plan(items: Sequence[Recorded]) -> ReadPlan:
     """What :func:`apply_recorded` will read for ``items`` (the handlers' reads, listed
     ahead)."""
     plan = ReadPlan()
-    plan.keys["meta"].update({("position",), ("tip_height",)})
+    plan.keys["meta"].add(("tip_height",))
     created_inputs = {e["txid"]: e["inputs"] for _, topic, e, _ in items
                       if topic == "ledger.transaction.TransactionCreated"}
     for _, topic, e, _ in items:

@@ -23,10 +23,8 @@ from projections.projector import (
     AuditFold,
     Recorded,
     apply_recorded,
-    meta_value,
     project_batch,
     read_plan,
-    record_position,
 )
 from projections.schema import (
     CREATION_ORDERED,
@@ -173,8 +171,6 @@ def _fold(log: EventLog, *, upto: int | None, until: datetime | None,
         count, last = count + 1, pos
         if progress and count % 10_000 == 0:
             progress(count, total)
-    if count:
-        record_position(store, last)
     if progress:
         progress(count, max(total, count))
     return store, count, last
@@ -239,7 +235,7 @@ def _apply_page(cur: Any, statements: SqlStatements, log: EventLog, page_events:
 
 def _project_page(cur: Any, statements: SqlStatements, log: EventLog, page_events: int) -> int:
     store = SqlRowStore(cur, statements)
-    position = meta_value(store, "position") or 0
+    position = store.tracked_position()
     return _project_items(store, log.read_fields(after=position, limit=page_events))
 
 
@@ -298,7 +294,7 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
         while _apply_page(cur, _statements(db)[target], log, CATCHUP_PAGE_EVENTS):
             pass
         swap_to(cur, target)
-        position = meta_value(SqlRowStore(cur, _statements(db)[target]), "position") or 0
+        position = SqlRowStore(cur, _statements(db)[target]).tracked_position()
     # Empty the old set but keep it: a writer that last saw it live reads it (and the pointer)
     # in one burst before it learns of the swap, so its tables must always exist.
     _empty_set(db, log, live, indexes=True)
@@ -435,7 +431,7 @@ def verify(db: Database, log: EventLog) -> tuple[list[dict[str, Any]], int]:
                         f"FROM {statements.table(table)}")
             live_rows[table] = [decode_row(tuple(r.values()) if isinstance(r, dict) else r, cols)
                                 for r in cur.fetchall()]
-        position = meta_value(SqlRowStore(cur, statements), "position") or 0
+        position = SqlRowStore(cur, statements).tracked_position()
     shadow, _, _ = fold(log, upto=position)
     schema = build_schema(prefix)
     differences: list[dict[str, Any]] = []

@@ -30,13 +30,14 @@ SET_PREFIXES: tuple[str, str] = ("a_", "b_")
 """Two table sets: one live, one for the next rebuild. Readers use views named without prefix."""
 POINTER_TABLE = "ledger_projection_pointer"
 LAYOUT_TABLE = "ledger_projection_layout"
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 """The layout of the table sets below; a set laid out under another version is rebuilt from the
 log before it is used (history: 1 - outputs held their transaction's state; 2 - they do not, so a
 state change that leaves an output's category alone writes no output row; 3 - nor an action row
 whose status it leaves alone, so ``actions.position`` is the last event that changed the row;
 4 - on SQLite, ``transactions`` rows live in creation order, see :data:`CREATION_ORDERED`;
-5 - ``outputs.spender_user``: every user's row of an outpoint shows its spender)."""
+5 - ``outputs.spender_user``: every user's row of an outpoint shows its spender;
+6 - no ``meta`` row holds the tracked position: the newest ``tx_audit`` row is it, ADR 0012)."""
 JSON_COLUMNS = frozenset({"tags", "labels", "inputs", "outputs", "details_json", "evidence"})
 CREATION_ORDERED: frozenset[str] = frozenset({"transactions"})
 """Tables whose SQLite rows live in rowid (creation) order, their key in a separate index, and

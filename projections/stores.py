@@ -300,6 +300,10 @@ class SqlStatements:
         cond = " AND ".join(f"{_q(c)} = {self.ph}" for c in where)
         return f"SELECT {cols} FROM {self.table(name)} WHERE {cond}"
 
+    def tracked_position(self) -> str:
+        """The set's tracked position: its newest audit row (ADR 0012; an index's last key)."""
+        return f'SELECT max("audit_id") AS "position" FROM {self.table("tx_audit")}'
+
     @functools.cache  # noqa: B019
     def select_keys(self, name: str, key_columns: tuple[str, ...], count: int) -> str:
         """Rows whose ``key_columns`` equal one of ``count`` parameter tuples."""
@@ -394,6 +398,14 @@ class SqlRowStore:
         (the caller has checked that nobody wrote since it last flushed and committed)."""
         assert not self._dirty and not self._appended and not self._added
         self._cur = cursor
+
+    def tracked_position(self) -> int:
+        """Every event up to this log position is projected into the set (0: none is), as
+        stored: a batch's own audit rows count once it has flushed."""
+        self._cur.execute(self._sql.tracked_position())
+        rows = self._cur.fetchall()
+        value = _values(rows[0], ("position",))[0] if rows else None
+        return 0 if value is None else int(value)
 
     @property
     def cached_rows(self) -> int:

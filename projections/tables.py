@@ -87,11 +87,11 @@ def ddl_views(prefix: str) -> list[str]:
 
 def pointer_query(pg_schema: str | None = None, *, position_of: str | None = None) -> str:
     """The statement reading (live prefix, mode); ``pg_schema`` qualifies the table. With
-    ``position_of`` (a set's qualified ``meta`` table) it reads that set's tracked position as
-    a third column, in the same statement."""
+    ``position_of`` (a set's qualified ``tx_audit`` table) it reads that set's tracked position
+    (its newest audit row, ADR 0012) as a third column, in the same statement."""
     table = f'"{pg_schema}"."{POINTER_TABLE}"' if pg_schema else f'"{POINTER_TABLE}"'
     position = ("" if position_of is None else
-                f', (SELECT "value" FROM {position_of} WHERE "name" = \'position\') AS "position"')
+                f', (SELECT max("audit_id") FROM {position_of}) AS "position"')
     return f'SELECT "active", "mode"{position} FROM {table} WHERE "id" = 1'
 
 

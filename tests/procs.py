@@ -221,12 +221,13 @@ def _pg_parts(url: str) -> tuple[str, str | None]:
 
 
 def projection_position(url: str) -> int:
-    """The projection's tracked position, read straight from the ``meta`` view (0 if none)."""
+    """The projection's tracked position, read straight from the ``tx_audit`` view: its
+    newest row (ADR 0012; 0 if none)."""
     if url.startswith("sqlite:///"):
         import sqlite3
         conn = sqlite3.connect(url[len("sqlite:///"):], timeout=30)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE name = 'position'").fetchone()
+            row = conn.execute("SELECT max(audit_id) FROM tx_audit").fetchone()
         finally:
             conn.close()
     else:
@@ -234,7 +235,7 @@ def projection_position(url: str) -> int:
         base, schema = _pg_parts(url)
         opts = f"-csearch_path={schema}" if schema else ""
         with psycopg.connect(base, options=opts, autocommit=True) as pg:
-            row = pg.execute("SELECT value FROM meta WHERE name = 'position'").fetchone()
+            row = pg.execute("SELECT max(audit_id) FROM tx_audit").fetchone()
     return 0 if row is None or row[0] is None else int(row[0])
 
 
@@ -687,7 +688,6 @@ def role_catchup(args: dict[str, Any]) -> None:
     url = args["url"]
     led = _open(url, "catchup")  # imports ledger first: projections.* alone is a circular import
     from projections import replay
-    from projections.projector import meta_value
     from projections.stores import SqlRowStore
     page_events = int(args.get("page_events") or replay.CATCHUP_PAGE_EVENTS)
     hold_at = args.get("hold_at_page")
@@ -697,7 +697,7 @@ def role_catchup(args: dict[str, Any]) -> None:
     def apply_page(cur: Any, statements: Any, log: Any, n_events: int) -> int:
         n: int = original(cur, statements, log, n_events)
         if n and hold_at is not None and pages[0] >= hold_at:
-            pending = meta_value(SqlRowStore(cur, statements), "position")
+            pending = SqlRowStore(cur, statements).tracked_position()
             _say(kind="in_page", applied=n, pending_position=pending)
             sys.stdin.readline()  # the parent kills us here, inside the open transaction
             raise SystemExit(1)

@@ -89,9 +89,12 @@ class TestProjectionContract:
         assert tip is not None and tip.hash == world.chain[-1].hash
 
     def test_tracked_position_is_the_log_head(self, led: Ledger, world: World) -> None:
+        """The newest audit row is the tracked position (ADR 0012): one per event, at its
+        position, written with the event's other rows."""
         _history(world)
-        assert _sql(led, "SELECT value FROM meta WHERE name = 'position'")[0][0] == \
-            led.head_position()
+        assert _sql(led, "SELECT max(audit_id) FROM tx_audit")[0][0] == led.head_position()
+        assert _sql(led, "SELECT count(*) FROM tx_audit")[0][0] == led.head_position()
+        assert _sql(led, "SELECT count(*) FROM meta WHERE name = 'position'")[0][0] == 0
 
     def test_the_hot_query_is_an_index_range_scan_without_a_sort(self, led: Ledger,
                                                                  world: World) -> None:
