@@ -917,8 +917,6 @@ class LedgerApplication(Application[UUID]):
             # Fresh: a known transaction is appended to only when the BEEF proves it (the cache
             # could not be checked otherwise).
             tx = self._load(transaction_id(subject.txid), TransactionAggregate, fresh=True)
-            if tx is not None and proof_bytes is not None:
-                self._proof_for_known(tx, proof_bytes, verdict)
             if tx is None:
                 tx = TransactionAggregate.create(
                     txid=subject.txid, raw_tx=subject.raw, state=S.SENT,
@@ -926,11 +924,11 @@ class LedgerApplication(Application[UUID]):
                     inputs=[f"{i.source_txid}:{i.source_vout}" for i in subject.inputs],
                     output_count=len(subject.outputs),
                     input_beef=beef if proof_bytes is None else None)  # a proof needs no ancestry
-                if proof_bytes is not None:
-                    self._proof_for_new(tx, proof_bytes, verdict)
-                elif results:
+                if results:  # broadcast above: it had no proof
                     tx.record_broadcast([r.model_dump(mode="json") for r in results],
                                         broadcast_outcome([r.status for r in results]))
+            if proof_bytes is not None:
+                self._proof_from_beef(tx, proof_bytes, verdict)
             action = self._load(action_id(user, reference), ActionAggregate)
             if action is None:
                 action = ActionAggregate.create(
@@ -946,27 +944,19 @@ class LedgerApplication(Application[UUID]):
 
         return self.retrying(command)
 
-    def _proof_for_known(self, tx: TransactionAggregate, bump: bytes,
+    def _proof_from_beef(self, tx: TransactionAggregate, bump: bytes,
                          verdict: TrackerVerdict | None) -> None:
-        """A BEEF's proof of a transaction the ledger has: checked like any proof (a bad one
-        raises InvalidProof and nothing is stored), and recorded where the processing state
-        takes a proof; a state that does not (frozen, invalid, ...) stays as it is, since an
-        operator or the network put it there."""
+        """A BEEF's proof: checked like any proof (a bad one raises InvalidProof and nothing is
+        stored), and recorded where the processing state takes a proof. A transaction new to
+        the ledger (``sent``) always does; a known one in a state that does not (frozen,
+        invalid, ...) stays as it is, since an operator or the network put it there."""
         proof, block_hash, target, depth_tip = self._validated_proof(tx.txid, bump, tx, verdict)
         if tx.takes_proof(target):
             rejection = tx.record_proof(
                 height=proof.block_height, block_hash=block_hash, merkle_root=proof.merkle_root,
                 leaf_offset=proof.leaf_offset, bump=proof.bump, target=target,
                 depth_tip=depth_tip)
-            assert rejection is None
-
-    def _proof_for_new(self, tx: TransactionAggregate, bump: bytes,
-                       verdict: TrackerVerdict | None) -> None:
-        proof, block_hash, target, depth_tip = self._validated_proof(tx.txid, bump, tx, verdict)
-        rejection = tx.record_proof(
-            height=proof.block_height, block_hash=block_hash, merkle_root=proof.merkle_root,
-            leaf_offset=proof.leaf_offset, bump=proof.bump, target=target, depth_tip=depth_tip)
-        assert rejection is None, "sent -> unconfirmed/confirmed is always legal"
+            assert rejection is None, "takes_proof said the move is legal"
 
 
 def _recheck(state: Attempt) -> bool:
