@@ -95,6 +95,8 @@ PROJECTION_MODES = ("inline", "catchup")
 MAX_PAGE_OFFSET = 1_000_000_000_000
 """The furthest page start a listing accepts (past any real wallet's rows)."""
 MAX_CATCH_UP_PAGES = 1_000_000
+MAX_REORG_DEPTH_BLOCKS = 2_000
+"""The deepest reorg a ledger may be opened to accept (``max_reorg_depth_blocks``)."""
 
 
 _DATABASE_ERRORS: tuple[type[Exception], ...] = (PersistenceError, DBAPIError, *DRIVER_ERRORS)
@@ -132,13 +134,15 @@ def _bytes(what: str, value: Any, max_bytes: int = MAX_RAW_TX_BYTES, *,
     return value
 
 
+def _whole(what: str, value: Any, lo: int, hi: int, *, otherwise: str = "") -> int:
+    """A whole-number argument within ``lo..hi`` (not a bool, not a float)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise InvalidInput(f"{what} must be a whole number from {lo} to {hi}{otherwise}")
+    return value
+
+
 def _page(limit: Any, offset: Any) -> tuple[int, int]:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE_LIMIT}")
-    if not isinstance(offset, int) or isinstance(offset, bool) or \
-            not 0 <= offset <= MAX_PAGE_OFFSET:
-        raise InvalidInput(f"offset must be a whole number from 0 to {MAX_PAGE_OFFSET}")
-    return limit, offset
+    return _whole("limit", limit, 1, MAX_PAGE_LIMIT), _whole("offset", offset, 0, MAX_PAGE_OFFSET)
 
 
 def _flag(what: str, value: Any) -> bool:
@@ -314,9 +318,7 @@ class Ledger(LedgerView):
         async, e.g. bsv-sdk's ``ChainTracker``) validates proofs at heights the ledger has no
         header for (ADR 0008)."""
         mode = _mode(projections)
-        if not isinstance(max_reorg_depth_blocks, int) or isinstance(max_reorg_depth_blocks, bool) \
-                or not 1 <= max_reorg_depth_blocks <= 2000:
-            raise InvalidInput("max_reorg_depth_blocks must be a whole number from 1 to 2000")
+        _whole("max_reorg_depth_blocks", max_reorg_depth_blocks, 1, MAX_REORG_DEPTH_BLOCKS)
         tracker = _tracker(chain_tracker)
         timeout_s = _timeout(chain_tracker_timeout_s)
         config = parse_url(url)
@@ -571,10 +573,9 @@ class Ledger(LedgerView):
     @_storage_errors
     def run_projections(self, *, max_pages: int | None = None) -> int:
         """Catch-up step (catch-up mode): project pending events; returns how many."""
-        if max_pages is not None and (not isinstance(max_pages, int) or isinstance(
-                max_pages, bool) or not 1 <= max_pages <= MAX_CATCH_UP_PAGES):
-            raise InvalidInput(f"max_pages must be a whole number from 1 to {MAX_CATCH_UP_PAGES} "
-                               "(or None: until the log's head)")
+        if max_pages is not None:
+            _whole("max_pages", max_pages, 1, MAX_CATCH_UP_PAGES,
+                   otherwise=" (or None: until the log's head)")
         return replay.catch_up(self._db, self._log, max_pages=max_pages)
 
     def head_position(self) -> int:
