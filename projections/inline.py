@@ -100,7 +100,7 @@ class InlineProjection:
         self._decode = decode
         schema = pg_schema if dialect == "postgresql" else None
         self._pointer = pointer_query(schema)
-        self._pointer_and_position = {p: pointer_query(schema, position_of=st.table("tx_audit"))
+        self._pointer_and_position = {p: pointer_query(schema, position=st.tracked_position())
                                       for p, st in self._statements.items()}
         self._guess = (SET_PREFIXES[0], "inline")
         self._kept: _Kept | None = None

@@ -85,14 +85,13 @@ def ddl_views(prefix: str) -> list[str]:
     return out
 
 
-def pointer_query(pg_schema: str | None = None, *, position_of: str | None = None) -> str:
+def pointer_query(pg_schema: str | None = None, *, position: str | None = None) -> str:
     """The statement reading (live prefix, mode); ``pg_schema`` qualifies the table. With
-    ``position_of`` (a set's qualified ``tx_audit`` table) it reads that set's tracked position
-    (its newest audit row, ADR 0012) as a third column, in the same statement."""
+    ``position`` (a set's :meth:`~projections.stores.SqlStatements.tracked_position` query) it
+    reads that set's tracked position as a third column, in the same statement."""
     table = f'"{pg_schema}"."{POINTER_TABLE}"' if pg_schema else f'"{POINTER_TABLE}"'
-    position = ("" if position_of is None else
-                f', (SELECT max("audit_id") FROM {position_of}) AS "position"')
-    return f'SELECT "active", "mode"{position} FROM {table} WHERE "id" = 1'
+    third = "" if position is None else f', ({position}) AS "position"'
+    return f'SELECT "active", "mode"{third} FROM {table} WHERE "id" = 1'
 
 
 def parse_pointer(rows: list[Any]) -> tuple[str, str]:
