@@ -218,13 +218,28 @@ def switch_mode(db: Database, log: EventLog, mode: str) -> int:
     assert mode in MODES
     done = catch_up(db, log) if mode == "inline" else 0
     with db.transaction(write=True) as cur:
-        _hold_catch_up(db, cur)
-        log.lock_writers(cur)
+        _hold_projection(db, cur, log)
         prefix, _ = read_pointer(cur)
         if mode == "inline":
-            while n := _apply_page(cur, _statements(db)[prefix], log, CATCHUP_PAGE_EVENTS):
-                done += n
+            done += _project_the_rest(cur, _statements(db)[prefix], log)
         set_mode(cur, mode)
+    return done
+
+
+def _hold_projection(db: Database, cur: Any, log: EventLog) -> None:
+    """Hold off, for the rest of the caller's transaction, everyone who writes the projection:
+    catch-up pages (the one under way first finishes), then appends. A hand-over (a mode
+    switch, a rebuild's swap) then changes the pointer with nobody projecting beside it."""
+    _hold_catch_up(db, cur)
+    log.lock_writers(cur)
+
+
+def _project_the_rest(cur: Any, statements: SqlStatements, log: EventLog) -> int:
+    """Project every event not yet in the set, page by page, inside the caller's transaction;
+    returns how many."""
+    done = 0
+    while n := _apply_page(cur, statements, log, CATCHUP_PAGE_EVENTS):
+        done += n
     return done
 
 
@@ -286,13 +301,12 @@ def rebuild(db: Database, log: EventLog, progress: Progress | None = None, *,
             job.cancel()
         raise
     with db.transaction(write=True) as cur:
-        log.lock_writers(cur)
+        _hold_projection(db, cur, log)
         live_now, _ = read_pointer(cur)
         if live_now != live:
             raise RebuildRaced("another rebuild swapped in its tables while this one was "
                                "building; the projections are rebuilt (check with verify)")
-        while _apply_page(cur, _statements(db)[target], log, CATCHUP_PAGE_EVENTS):
-            pass
+        _project_the_rest(cur, _statements(db)[target], log)
         swap_to(cur, target)
         position = SqlRowStore(cur, _statements(db)[target]).tracked_position()
     # Empty the old set but keep it: a writer that last saw it live reads it (and the pointer)
