@@ -88,16 +88,21 @@ class SqlReadModel:
         finally:
             raw.close()
 
+    def _query_in(self, head: str, keys: Sequence[str], tail: str = "") -> list[tuple[Any, ...]]:
+        """Rows of ``{head} IN (keys...){tail}``, in lists of at most :data:`IN_LIST_KEYS`."""
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(keys), IN_LIST_KEYS):
+            chunk = tuple(keys[start:start + IN_LIST_KEYS])
+            rows += self._query(f'{head} IN ({", ".join([self._ph] * len(chunk))}){tail}', chunk)
+        return rows
+
     def output_for_spend(self, user: str, txid: str, vout: int) -> tuple[str, int] | None:
         rows = self._rows("output", (user, txid, vout))
         return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
     def active_header(self, height: int) -> dict[str, Any] | None:
         rows = self._rows("header", (height, True))
-        if not rows:
-            return None
-        hash_, height_, prev, root = rows[0]
-        return {"hash": hash_, "height": int(height_), "prev_hash": prev, "merkle_root": root}
+        return _header(rows[0]) if rows else None
 
     def tip_height(self) -> int | None:
         rows = self._rows("tip", ("tip_height",))
@@ -113,27 +118,25 @@ class SqlReadModel:
         wanted = set(outpoints)
         txids = sorted({op.split(":", 1)[0] for op in wanted})
         found: dict[str, str] = {}
-        for start in range(0, len(txids), IN_LIST_KEYS):
-            chunk = txids[start:start + IN_LIST_KEYS]
-            statement = ('SELECT "txid", "vout", "user" FROM "outputs" WHERE "txid" IN '
-                         f'({", ".join([self._ph] * len(chunk))}) ORDER BY "user"')
-            for txid, vout, user in self._query(statement, tuple(chunk)):
-                outpoint = f"{txid}:{int(vout)}"
-                if outpoint in wanted:
-                    found.setdefault(outpoint, str(user))
+        # a transaction's rows come in one list, so "the first by name" holds across lists
+        for txid, vout, user in self._query_in(
+                'SELECT "txid", "vout", "user" FROM "outputs" WHERE "txid"', txids,
+                ' ORDER BY "user"'):
+            outpoint = f"{txid}:{int(vout)}"
+            if outpoint in wanted:
+                found.setdefault(outpoint, str(user))
         return found
 
     def known_headers(self, hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        wanted = list(dict.fromkeys(hashes))
-        for start in range(0, len(wanted), IN_LIST_KEYS):
-            chunk = wanted[start:start + IN_LIST_KEYS]
-            statement = ('SELECT "hash", "height", "prev_hash", "merkle_root" FROM "headers" '
-                         f'WHERE "hash" IN ({", ".join([self._ph] * len(chunk))})')
-            for hash_, height, prev, root in self._query(statement, tuple(chunk)):
-                found[hash_] = {"hash": hash_, "height": int(height), "prev_hash": prev,
-                                "merkle_root": root}
-        return found
+        rows = self._query_in('SELECT "hash", "height", "prev_hash", "merkle_root" FROM "headers" '
+                              'WHERE "hash"', list(dict.fromkeys(hashes)))
+        return {row[0]: _header(row) for row in rows}
+
+
+def _header(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``headers`` row (hash, height, prev_hash, merkle_root) as the chain reads headers."""
+    hash_, height, prev, root = row
+    return {"hash": hash_, "height": int(height), "prev_hash": prev, "merkle_root": root}
 
 
 class BsvCodec:
