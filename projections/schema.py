@@ -30,14 +30,15 @@ SET_PREFIXES: tuple[str, str] = ("a_", "b_")
 """Two table sets: one live, one for the next rebuild. Readers use views named without prefix."""
 POINTER_TABLE = "ledger_projection_pointer"
 LAYOUT_TABLE = "ledger_projection_layout"
-LAYOUT_VERSION = 6
+LAYOUT_VERSION = 7
 """The layout of the table sets below; a set laid out under another version is rebuilt from the
 log before it is used (history: 1 - outputs held their transaction's state; 2 - they do not, so a
 state change that leaves an output's category alone writes no output row; 3 - nor an action row
 whose status it leaves alone, so ``actions.position`` is the last event that changed the row;
 4 - on SQLite, ``transactions`` rows live in creation order, see :data:`CREATION_ORDERED`;
 5 - ``outputs.spender_user``: every user's row of an outpoint shows its spender;
-6 - no ``meta`` row holds the tracked position: the newest ``tx_audit`` row is it, ADR 0012)."""
+6 - no ``meta`` row holds the tracked position: the newest ``tx_audit`` row is it, ADR 0012;
+7 - the rare-event audit index's condition is a chain of ``<>``, see :data:`RARE_AUDIT_EVENT`)."""
 JSON_COLUMNS = frozenset({"tags", "labels", "inputs", "outputs", "details_json", "evidence"})
 CREATION_ORDERED: frozenset[str] = frozenset({"transactions"})
 """Tables whose SQLite rows live in rowid (creation) order, their key in a separate index, and
@@ -197,9 +198,11 @@ FREQUENT_AUDIT_EVENTS: tuple[str, ...] = (
 the newest audit row and meets them at once; the event index holds only the other, rarer
 events an incident looks for (reorgs, rejections, aborts, quarantines), so an ordinary save
 writes no page of it."""
-RARE_AUDIT_EVENT = ('"event" NOT IN ('
-                    + ", ".join(f"'{name}'" for name in FREQUENT_AUDIT_EVENTS) + ")")
-"""The partial index's condition; a query names it verbatim to use the index."""
+RARE_AUDIT_EVENT = " AND ".join(f"\"event\" <> '{name}'" for name in FREQUENT_AUDIT_EVENTS)
+"""The partial index's condition; a query names it verbatim to use the index. A chain of
+``<>``, not ``NOT IN (...)``: SQLite builds an ephemeral table for an IN list each time a
+statement runs, and evaluates the condition on every audit insert (an insert of two rows took
+70 µs with it as ``NOT IN``, 47 µs as this chain, 40 µs without the index)."""
 
 
 def _tx_audit(md: MetaData, p: str) -> Table:
