@@ -95,13 +95,20 @@ SQLITE_PAGE_CACHE_KIB = 65_536
 dozen b-trees (events, projections, indexes) that otherwise fall out of the cache as the
 database grows."""
 
+WAL_SWITCH_MAX_ATTEMPTS = 50
+"""Tries at putting a fresh SQLite file in WAL mode while other processes race for it."""
+WAL_SWITCH_PAUSE_S = 0.005
+WAL_SWITCH_PAUSE_MAX_S = 0.2
+"""Pause after a lost try: doubling from the first figure, capped at the second."""
+
 
 class LedgerSQLiteConnectionPool(SQLiteConnectionPool):
     """``eventsourcing``'s SQLite pool, with a statement cache that holds more than one
     statement: the library opens connections with ``cached_statements=True``, which sqlite3
     reads as 1, so every statement but the last one was parsed and planned again on each use
-    (about 20-30 us each; an inline save runs a dozen); and a larger page cache. Otherwise the
-    same connection set-up."""
+    (about 20-30 us each; an inline save runs a dozen); a larger page cache; and a switch to
+    WAL mode that processes opening a fresh file at once all get through (:meth:`_to_wal`).
+    Otherwise the same connection set-up."""
 
     def _create_connection(self) -> SQLiteConnection:
         try:
@@ -111,15 +118,35 @@ class LedgerSQLiteConnectionPool(SQLiteConnectionPool):
         except (sqlite3.Error, TypeError) as e:
             raise InterfaceError(e) from e
         if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
-            cursor = c.cursor()
-            cursor.execute("PRAGMA journal_mode;")
-            if cursor.fetchone()[0].lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL;")
-                self.journal_mode_was_changed_to_wal = True
+            try:
+                self._to_wal(c, self.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT)
+            except sqlite3.Error as e:
+                c.close()
+                raise InterfaceError(e) from e
             self.is_journal_mode_wal = True
         c.execute(f"PRAGMA cache_size = -{SQLITE_PAGE_CACHE_KIB}")
         c.row_factory = sqlite3.Row
         return SQLiteConnection(sqlite_conn=c, max_age=self.max_age)
+
+    def _to_wal(self, c: sqlite3.Connection, timeout_s: float) -> None:
+        """Put the database in WAL mode. On a fresh file, processes opening it at once race
+        for that switch, and SQLite answers "database is locked" at once, without waiting,
+        when waiting could deadlock (each holds a shared lock and wants the exclusive one):
+        the loser lets go and tries again, up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        for attempt in range(WAL_SWITCH_MAX_ATTEMPTS):
+            try:
+                mode = c.execute("PRAGMA journal_mode;").fetchone()[0].lower()
+                if mode != "wal":
+                    c.execute("PRAGMA journal_mode=WAL;")
+                    self.journal_mode_was_changed_to_wal = True
+                return
+            except sqlite3.OperationalError as e:
+                locked = "locked" in str(e) or "busy" in str(e)
+                if not locked or attempt + 1 == WAL_SWITCH_MAX_ATTEMPTS \
+                        or time.monotonic() >= deadline:
+                    raise
+            time.sleep(min(WAL_SWITCH_PAUSE_MAX_S, WAL_SWITCH_PAUSE_S * 2 ** attempt))
 
 
 class LedgerSQLiteFactory(SQLiteFactory):
