@@ -39,6 +39,7 @@ from psycopg.rows import tuple_row
 from sqlalchemy.engine import URL
 
 from ledger.errors import ConcurrencyConflict, StorageError
+from projections.db import lock_contended
 from projections.inline import StaleDecision
 
 MAX_URL_CHARS = 2_000
@@ -142,8 +143,7 @@ class LedgerSQLiteConnectionPool(SQLiteConnectionPool):
                     self.journal_mode_was_changed_to_wal = True
                 return
             except sqlite3.OperationalError as e:
-                locked = "locked" in str(e) or "busy" in str(e)
-                if not locked or attempt + 1 == WAL_SWITCH_MAX_ATTEMPTS \
+                if not lock_contended(e) or attempt + 1 == WAL_SWITCH_MAX_ATTEMPTS \
                         or time.monotonic() >= deadline:
                     raise
             time.sleep(min(WAL_SWITCH_PAUSE_MAX_S, WAL_SWITCH_PAUSE_S * 2 ** attempt))

@@ -76,13 +76,20 @@ class Database:
         self.engine.dispose()
 
 
+def lock_contended(err: sqlite3.Error) -> bool:
+    """SQLite refused because another connection holds a lock ("database is locked", or
+    busy): worth another try, unlike any other error."""
+    text = str(err)
+    return "locked" in text or "busy" in text
+
+
 def _begin_now(cur: Any) -> None:
     """``BEGIN IMMEDIATE`` without waiting for another connection's write lock."""
     cur.execute("PRAGMA busy_timeout = 0")
     try:
         cur.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as err:
-        if "locked" in str(err) or "busy" in str(err):
+        if lock_contended(err):
             raise WriterBusy(str(err)) from err
         raise
     finally:
